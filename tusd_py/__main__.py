@@ -1,0 +1,3 @@
+from tusd_py.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""The Starlette application factory: wires auth, tus, tasks, events and docs.
+
+Everything a request handler needs is built here from :class:`Settings` and
+handed over through ``app.state``; nothing is kept in module globals, so the
+factory can build several independent apps (as the tests do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
+
+from auth.backend import BearerBackend, on_auth_error
+from auth.config import AuthConfig
+from auth.passwords import PasswordService
+from auth.ratelimit import LoginThrottle
+from auth.routes import AuthEndpoints
+from auth.secret import load_or_create_secret
+from auth.tokens import TokenService
+from auth.users import UserStore
+from tusd_py.docs import docs_routes
+from tusd_py.errors import http_exception_handler, unhandled_exception_handler
+from tusd_py.health import health_routes
+from tusd_py.settings import Settings
+
+logger = logging.getLogger("tusd_py")
+
+# What tus clients send and need to read (REFERENCE.md, as tusd does).
+CORS_ALLOW_HEADERS = [
+    "Authorization", "Origin", "X-Requested-With", "X-Request-ID", "X-HTTP-Method-Override",
+    "Content-Type", "Upload-Length", "Upload-Offset", "Tus-Resumable", "Upload-Metadata",
+    "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum", "Last-Event-ID",
+]  # fmt: skip
+CORS_EXPOSE_HEADERS = [
+    "Upload-Offset", "Location", "Upload-Length", "Tus-Version", "Tus-Resumable", "Tus-Max-Size",
+    "Tus-Extension", "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Expires",
+    "Retry-After", "Content-Disposition",
+]  # fmt: skip
+CORS_ALLOW_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
+
+
+def jwt_secret(settings: Settings) -> bytes:
+    if settings.jwt_secret:
+        return settings.jwt_secret.encode()
+    return load_or_create_secret(settings.data_dir / "jwt.secret")
+
+
+def create_app(settings: Settings) -> Starlette:
+    if settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url (tusd-py serve starts an embedded Redis)")
+    redis = Redis.from_url(settings.redis_url)
+    auth_config = AuthConfig(
+        secret=jwt_secret(settings),
+        access_token_ttl=settings.access_token_ttl,
+        refresh_token_ttl=settings.refresh_token_ttl,
+        argon2_profile=settings.argon2_profile,
+        login_rate_limit=settings.login_rate_limit,
+    )
+    tokens = TokenService(redis, auth_config)
+    auth_endpoints = AuthEndpoints(
+        UserStore(redis),
+        PasswordService(settings.argon2_profile),
+        tokens,
+        LoginThrottle(settings.redis_url, settings.login_rate_limit),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=CORS_ALLOW_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=86400,
+        ),
+        Middleware(AuthenticationMiddleware, backend=BearerBackend(tokens), on_error=on_auth_error),
+    ]
+    app = Starlette(
+        routes=[*health_routes(), *docs_routes(), *auth_endpoints.routes],
+        middleware=middleware,
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            Exception: unhandled_exception_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.redis = redis
+    app.state.tokens = tokens
+    return app

@@ -1,0 +1,74 @@
+"""JSON errors: ``{"error": {"code": ..., "message": ...}}`` everywhere outside tus.
+
+Handlers raise :class:`ApiError` (or Starlette's ``HTTPException``); the
+exception handlers installed by the app factory turn both into JSON, and any
+other exception into a bare 500 with no stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+logger = logging.getLogger("tusd_py")
+
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid_body",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(HTTPException):
+    """An HTTP error with a machine-readable ``code``."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code, detail=message, headers=dict(headers or {}))
+        self.code = code or _DEFAULT_CODES.get(status_code, "error")
+
+
+def error_response(
+    status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+def unauthorized(message: str = "authentication required") -> JSONResponse:
+    return error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = getattr(exc, "code", None) or _DEFAULT_CODES.get(exc.status_code, "error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=headers)
+    return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+async def unhandled_exception_handler(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal server error")

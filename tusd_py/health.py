@@ -1,0 +1,31 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (and Redis answers too)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from tusd_py.errors import error_response
+
+READY_TIMEOUT = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await request.app.state.redis.ping()
+    except (RedisError, OSError, TimeoutError):
+        return error_response(503, "redis_unavailable", "Redis does not answer")
+    return JSONResponse({"status": "ready"})
+
+
+def health_routes() -> list[BaseRoute]:
+    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]

@@ -1,0 +1,188 @@
+"""One typed settings object, read from ``TUSD_PY_*`` environment variables.
+
+Every field has a default that works on a laptop. A bad value raises
+:class:`SettingsError` with a one-line message naming the variable, so start-up
+stops before anything is half-running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "TUSD_PY_"
+
+
+class SettingsError(ValueError):
+    """A ``TUSD_PY_*`` variable holds a value we cannot use."""
+
+
+def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"must be {bound}")
+        return value
+
+    return parse
+
+
+def _float(low: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw.strip())
+        if not value >= low:  # also rejects NaN
+            raise ValueError(f"must be a number >= {low}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _redis_url(raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _secret(raw: str) -> str | None:
+    if not raw:
+        return None
+    if len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes long")
+    return raw
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _env(parse: Callable[[str], Any], default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one tusd-py process (API, worker or both)."""
+
+    data_dir: Path = _env(
+        Path, Path("./data"), "Uploads, results, the JWT secret and the embedded Redis live here."
+    )
+    host: str = _env(str, "127.0.0.1", "Address the API listens on.")
+    port: int = _env(_int(1, 65535), 8080, "Port the API listens on.")
+    redis_url: str | None = _env(
+        _redis_url,
+        None,
+        "redis://, rediss:// or unix:// URL; unset starts an embedded redis-server.",
+    )
+    max_upload_size: int = _env(_int(0), 104_857_600, "Largest upload in bytes (Tus-Max-Size).")
+    job_timeout: float = _env(
+        _float(0.1), 120.0, "Seconds one processing try may run before its child is killed."
+    )
+    max_retries: int = _env(_int(0, 20), 3, "Retries after a failed try (tries = retries + 1).")
+    max_jobs: int = _env(_int(1, 64), 2, "Tasks one worker process runs at once.")
+    jwt_secret: str | None = _env(
+        _secret,
+        None,
+        "HS256 key (>= 32 bytes); unset: generated once into DATA_DIR/jwt.secret (0600).",
+    )
+    access_token_ttl: int = _env(_int(30, 86400), 900, "Lifetime of an access token, seconds.")
+    refresh_token_ttl: int = _env(_int(60), 30 * 86400, "Lifetime of a refresh token family, seconds.")
+    cors_origins: tuple[str, ...] = _env(
+        _csv, (), "Comma-separated browser origins allowed to call the API ('*' for any)."
+    )
+    trust_proxy: bool = _env(_bool, False, "Honour X-Forwarded-Host/-Proto and Forwarded when building URLs.")
+    upload_expiry: int = _env(_int(60), 86400, "Seconds an unfinished upload lives after its last write.")
+    max_pending_uploads: int = _env(_int(1), 20, "Unfinished uploads one user may hold at once.")
+    max_pending_bytes: int = _env(
+        _int(0), 1_073_741_824, "Declared bytes of one user's unfinished uploads, together."
+    )
+    login_rate_limit: str = _env(
+        str, "10/minute", "Failed logins allowed per username and per client IP (limits syntax)."
+    )
+    argon2_profile: str = _env(
+        _choice("default", "fast"), "default", "'fast' is a cheap Argon2id profile for tests only."
+    )
+    result_retention: int = _env(_int(60), 7 * 86400, "Seconds a finished task and its result are kept.")
+    max_event_streams: int = _env(_int(1, 1000), 5, "Concurrent SSE streams per user.")
+    event_log_size: int = _env(_int(10), 1000, "Events kept per user for Last-Event-ID replay.")
+    shutdown_grace: float = _env(
+        _float(0), 30.0, "Seconds a stopping worker lets running tries finish before requeueing."
+    )
+    enable_fault_operations: bool = _env(
+        _bool, False, "Offer the 'hang' and 'crash' test operations. Never in production."
+    )
+    log_level: str = _env(_choice("debug", "info", "warning", "error"), "info", "Log level of every process.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            name = PREFIX + spec.name.upper()
+            raw = environ.get(name)
+            if raw is None:
+                continue
+            try:
+                values[spec.name] = spec.metadata["parse"](raw)
+            except ValueError as exc:
+                reason = (
+                    str(exc) if not str(exc).startswith(("invalid literal", "could not")) else "not a number"
+                )
+                raise SettingsError(f"{name}={raw!r}: {reason}") from None
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def max_tries(self) -> int:
+        return self.max_retries + 1
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+
+def documented_variables() -> list[tuple[str, str, str]]:
+    """(variable, default, description) rows, for the README table and ``--help``."""
+    rows = []
+    for spec in dataclasses.fields(Settings):
+        default = spec.default
+        shown = (
+            ",".join(default)
+            if isinstance(default, tuple)
+            else ("(unset)" if default is None else str(default))
+        )
+        rows.append((PREFIX + spec.name.upper(), shown or "(empty)", spec.metadata["doc"]))
+    return rows
