@@ -16,7 +16,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.middleware.cors import CORSMiddleware
 
 from auth.backend import BearerBackend, on_auth_error
 from auth.config import AuthConfig
@@ -26,6 +25,7 @@ from auth.routes import AuthEndpoints
 from auth.secret import load_or_create_secret
 from auth.tokens import TokenService
 from auth.users import UserStore
+from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
 from tusd_py.errors import http_exception_handler, unhandled_exception_handler
 from tusd_py.health import health_routes
@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> Starlette:
 
     middleware = [
         Middleware(
-            CORSMiddleware,
+            StrictCORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=CORS_ALLOW_METHODS,
             allow_headers=CORS_ALLOW_HEADERS,
