@@ -1,0 +1,135 @@
+"""The Redis lock and the per-owner quota, on the suite's real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from tusd_py.tus.locker import LockTimeout, RedisLocker
+from tusd_py.tus.quota import QuotaExceeded, RedisQuota
+
+
+def new_locker(redis: aioredis.Redis, **options: float) -> RedisLocker:
+    return RedisLocker(redis, prefix=f"t{uuid.uuid4().hex[:6]}:lock:", **options)
+
+
+async def test_one_holder_at_a_time(redis: aioredis.Redis) -> None:
+    locker = new_locker(redis)
+    async with locker.lock("u1", wait=0) as held:
+        assert not held.interrupted
+        with pytest.raises(LockTimeout):
+            async with locker.lock("u1", wait=0.2, request_release=False):
+                pass
+        async with locker.lock("u2", wait=0):  # other uploads are independent
+            pass
+    async with locker.lock("u1", wait=0):  # released by compare-and-delete
+        pass
+
+
+async def test_waiter_asks_the_holder_to_let_go(redis: aioredis.Redis) -> None:
+    locker = new_locker(redis, poll_interval=0.05)
+    interrupted = asyncio.Event()
+    order: list[str] = []
+
+    async def holder() -> None:
+        async with locker.lock("u", wait=0) as held:
+            held.on_interrupt(interrupted.set)
+            await interrupted.wait()  # a PATCH would stop reading its body here
+            order.append("holder done")
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0.1)
+    async with locker.lock("u", wait=5) as mine:
+        order.append("waiter got it")
+        assert not mine.interrupted  # the request that was served is not one against us
+    await task
+    assert order == ["holder done", "waiter got it"]
+
+
+async def test_a_waiter_that_does_not_ask_does_not_interrupt(redis: aioredis.Redis) -> None:
+    locker = new_locker(redis, poll_interval=0.05)
+    async with locker.lock("u", wait=0) as held:
+        with pytest.raises(LockTimeout):
+            async with locker.lock("u", wait=0.3, request_release=False):
+                pass
+        assert not held.interrupted
+
+
+async def test_a_lost_lock_is_noticed(redis: aioredis.Redis) -> None:
+    locker = new_locker(redis, poll_interval=0.05)
+    async with locker.lock("u", wait=0) as held:
+        fired = asyncio.Event()
+        held.on_interrupt(fired.set)
+        await redis.delete(locker._keys("u")[0])  # e.g. expired during a long stall
+        await asyncio.wait_for(fired.wait(), 10)
+        assert held.lost
+        await redis.set(locker._keys("u")[0], "someone else")
+    # Leaving the block released nothing: compare-and-delete spared the new holder.
+    assert await redis.get(locker._keys("u")[0]) == b"someone else"
+
+
+async def test_a_lock_of_a_killed_process_expires(redis_url: str, redis: aioredis.Redis) -> None:
+    locker = new_locker(redis, ttl=1.0, poll_interval=0.1)
+    snippet = f"""
+import asyncio, sys
+import redis.asyncio as aioredis
+from tusd_py.tus.locker import RedisLocker
+async def main():
+    locker = RedisLocker(aioredis.Redis.from_url({redis_url!r}), prefix={locker.prefix!r},
+                         ttl=1.0, poll_interval=0.1)
+    async with locker.lock("u", wait=0):
+        print("held", flush=True)
+        await asyncio.sleep(60)
+asyncio.run(main())
+"""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", snippet, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert (await child.stdout.readline()).strip() == b"held"
+        child.kill()  # SIGKILL: no release, no more refreshes
+        await child.wait()
+        async with locker.lock("u", wait=10):
+            pass
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+def new_quota(redis: aioredis.Redis, **caps: int) -> RedisQuota:
+    return RedisQuota(redis, prefix=f"t{uuid.uuid4().hex[:6]}:pending:", **caps)
+
+
+async def test_quota_caps_uploads_and_bytes(redis: aioredis.Redis) -> None:
+    quota = new_quota(redis, max_uploads=2, max_bytes=100)
+    await quota.reserve("alice", "a", 40)
+    await quota.reserve("alice", "a", 40)  # idempotent for the same upload
+    await quota.reserve("alice", "b", 60)
+    with pytest.raises(QuotaExceeded) as full:
+        await quota.reserve("alice", "c", 0)
+    assert full.value.reason == "uploads"
+    await quota.reserve("bob", "c", 100)  # per owner
+    await quota.release("alice", "b")
+    with pytest.raises(QuotaExceeded) as heavy:
+        await quota.reserve("alice", "c", 61)
+    assert heavy.value.reason == "bytes"
+    await quota.update("alice", "a", 10)  # a deferred length became known
+    await quota.reserve("alice", "c", 90)
+    assert await quota.held("alice") == {"a": 10, "c": 90}
+    await quota.update("alice", "gone", 5)  # never re-adds a released upload
+    assert "gone" not in await quota.held("alice")
+
+
+async def test_concurrent_reservations_never_exceed_the_cap(redis: aioredis.Redis) -> None:
+    quota = new_quota(redis, max_uploads=5, max_bytes=10**9)
+    results = await asyncio.gather(
+        *(quota.reserve("alice", f"u{i}", 1) for i in range(30)), return_exceptions=True
+    )
+    assert sum(result is None for result in results) == 5
+    assert len(await quota.held("alice")) == 5
