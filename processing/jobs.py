@@ -1,0 +1,271 @@
+"""From a finished upload to a result: ``submit_task`` (API side) and the ARQ job.
+
+One task = one ARQ job whose ``_job_id`` is the task id, so a repeated finish hook
+never enqueues twice. Each ARQ try of the job is one try of the task, run in a child
+process (:mod:`processing.runner`) under our own timeout; ARQ's own timeout is set
+well above it and is never what ends a try.
+
+How a try ends:
+
+- the child exits 0: the temporary result is renamed into place, the task completes;
+- timeout or child failure: the task is ``retrying`` and ``arq.Retry`` re-runs it after
+  1 s, 2 s, 4 s ... (capped); after ``max_attempts`` tries it is ``failed`` with the
+  last error;
+- cancelled by the API (ARQ abort, or the lease noticing): the child is killed, the
+  task stays ``cancelled``;
+- cancelled by a stopping worker (SIGTERM after ``shutdown_grace``): the child is
+  killed, the task goes back to ``queued`` and the try is given back (ARQ's try
+  counter is decremented), so a deploy does not burn tries;
+- the worker dies (kill -9): the child dies with it (PDEATHSIG); ARQ reruns the job
+  once the lease expires, as the next try, noting the interruption as the error.
+
+If ARQ ever starts a try beyond ``max_attempts`` (crashes count as tries), the job
+fails the task itself instead of running it: ARQ's own ``max_tries`` is set above
+ours, so a task always ends in a final state, never stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from arq import Retry
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, retry_key_prefix
+from arq.utils import timestamp_ms
+from redis.exceptions import RedisError
+
+from processing.config import ProcessingConfig
+from processing.events import EventLog
+from processing.lease import Lease
+from processing.operations import REGISTRY, get_operation
+from processing.runner import TryFailed, run_operation
+from processing.tasks import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_FILENAME_LENGTH,
+    Task,
+    TaskStatus,
+    TaskStore,
+    is_task_id,
+)
+
+logger = logging.getLogger("processing.jobs")
+
+JOB_NAME = "process_task"
+PROGRESS_INTERVAL = 0.3
+"""Seconds between two progress writes (and task.progress events) of one task."""
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """What the job needs, built once per worker process (``ctx["state"]``)."""
+
+    config: ProcessingConfig
+    tasks: TaskStore
+    events: EventLog
+
+
+async def submit_task(
+    tasks: TaskStore,
+    events: EventLog,
+    arq: ArqRedis,
+    *,
+    task_id: str,
+    owner: str,
+    filename: str,
+    size: int,
+    operation: str,
+    max_attempts: int,
+) -> Task:
+    """Record a ``queued`` task for a finished upload and enqueue its job; idempotent.
+
+    The task id is the upload id (``[A-Za-z0-9_-]{1,128}``); the bytes are expected at
+    ``<uploads_dir>/<task_id>``. A repeated call returns the existing task and publishes
+    nothing (``task.queued`` is published once, by the creating call). The job is
+    enqueued with ``_job_id=task_id``, so it is never enqueued twice; a repeat of a
+    call that died between the two steps enqueues it then. ``events`` must be the
+    EventLog the TaskStore publishes to. Raises ``ValueError`` on a bad id, operation
+    or ``max_attempts``, or when the id belongs to another owner's task.
+    """
+    if not is_task_id(task_id):
+        raise ValueError("task id must match [A-Za-z0-9_-]{1,128}")
+    if operation not in REGISTRY:
+        raise ValueError(f"unknown operation '{operation}'")
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    clean_name = "".join(ch for ch in filename if ch.isprintable()).strip() or "upload"
+    candidate = Task(
+        id=task_id,
+        owner=owner,
+        filename=clean_name[:MAX_FILENAME_LENGTH],
+        size=max(0, int(size)),
+        operation=operation,
+        max_attempts=max_attempts,
+    )
+    task, _created = await tasks.create(candidate)
+    if task.owner != owner:
+        raise ValueError("task id already belongs to another user")
+    if task.status is TaskStatus.QUEUED:
+        await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id)
+    return task
+
+
+async def cancel_task(tasks: TaskStore, arq: ArqRedis, task: Task) -> Task | None:
+    """Cancel a queued, running or retrying task; None if it had already ended.
+
+    The state change is the guarded transition (so a racing completion and this cancel
+    end in exactly one final state). Then the ARQ job is aborted: a worker running it
+    cancels it within one poll (``poll_delay``) and the try's child is killed at once;
+    a job still waiting in the queue is dropped when a worker reaches it (a retry
+    waiting out its backoff is moved to the front for that).
+    """
+    cancelled = await tasks.cancel(task)
+    if cancelled is None:
+        return None
+    now = timestamp_ms()
+    score = await arq.zscore(arq.default_queue_name, task.id)
+    if score is not None and score > now:
+        await arq.zadd(arq.default_queue_name, {task.id: now}, xx=True)
+    await arq.zadd(abort_jobs_ss, {task.id: now})
+    return cancelled
+
+
+class _ProgressWriter:
+    """Store progress on the task (and publish task.progress), at most every 0.3 s."""
+
+    def __init__(self, tasks: TaskStore, task: Task, attempt: int) -> None:
+        self.tasks = tasks
+        self.task = task
+        self.attempt = attempt
+        self.last = time.monotonic()
+
+    async def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            try:
+                await self.tasks.report_progress(self.task, self.attempt, done)
+            except RedisError as exc:  # progress is best effort; the try goes on
+                logger.warning("progress of %s not stored: %s", self.task.id, exc)
+
+
+async def process_task(ctx: dict[str, Any], task_id: str) -> str:
+    """The ARQ job: one try of one task. Returns a word for ARQ's log.
+
+    A Redis or file-system error in our own bookkeeping becomes ``Retry``: never an
+    ARQ failure, which would leave the task unfinished.
+    """
+    state: WorkerState = ctx["state"]
+    job_try: int = ctx["job_try"]
+    try:
+        return await _process(ctx, state, task_id, job_try)
+    except (RedisError, OSError) as exc:
+        logger.exception("try %d of %s could not be recorded", job_try, task_id)
+        raise Retry(defer=state.config.retry_delay(job_try)) from exc
+
+
+async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_try: int) -> str:
+    config, tasks = state.config, state.tasks
+    task = await tasks.get(task_id)
+    if task is None:
+        return "gone"
+    if task.status.is_final:
+        return f"already {task.status.value}"
+    error = task.error
+    if task.status is TaskStatus.PROCESSING and task.attempts < job_try:
+        error = f"try {task.attempts} interrupted: its worker stopped"
+    if job_try > task.max_attempts:
+        await tasks.fail(task, f"gave up after {task.max_attempts} tries; last error: {error or 'unknown'}")
+        return "failed"
+    started = await tasks.start_try(task, job_try, error)
+    if started is None:
+        return "not started"  # cancelled in the meantime
+    try:
+        get_operation(started.operation, config.enable_fault_operations)
+    except KeyError:
+        await tasks.fail(started, f"operation '{started.operation}' is not available", job_try)
+        return "failed"
+    source = config.source_path(task_id)
+    if not source.is_file():
+        await tasks.fail(started, "the uploaded file is missing", job_try)
+        return "failed"
+    return await _run_try(ctx, state, started, job_try)
+
+
+async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int) -> str:
+    config, tasks = state.config, state.tasks
+    target = config.result_path(task.id)
+    temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run = asyncio.create_task(
+        run_operation(
+            task.operation,
+            config.source_path(task.id),
+            temporary,
+            time_limit=config.job_timeout,
+            attempt=job_try,
+            on_progress=_ProgressWriter(tasks, task, job_try),
+        )
+    )
+    try:
+        async with Lease(ctx["redis"], ctx["job_id"], task.id, config.lease_ttl, run.cancel):
+            try:
+                await run
+                await asyncio.to_thread(os.replace, temporary, target)
+            except asyncio.CancelledError:
+                this = asyncio.current_task()
+                if this is not None and this.cancelling():
+                    await _cancelled_from_outside(ctx, state, task, job_try)
+                    raise
+                return "cancelled"  # the lease saw the task cancelled; the child is gone
+            except TryFailed as exc:
+                return await _failed_try(config, tasks, task, job_try, str(exc))
+            except Exception as exc:  # our own bookkeeping broke: count it as a failed try
+                logger.exception("try %d of %s broke", job_try, task.id)
+                return await _failed_try(
+                    config, tasks, task, job_try, f"internal error ({type(exc).__name__})"
+                )
+    finally:
+        if not run.done():  # only if something above failed before awaiting it
+            run.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    if await tasks.complete(task, job_try) is not None:
+        return "completed"
+    latest = await tasks.get(task.id)
+    if latest is None or latest.status is TaskStatus.CANCELLED:
+        target.unlink(missing_ok=True)  # cancelled at the last moment: no orphan result
+    return "superseded"
+
+
+async def _failed_try(
+    config: ProcessingConfig, tasks: TaskStore, task: Task, job_try: int, error: str
+) -> str:
+    """Retry later with backoff, or fail the task after its last try."""
+    message = f"try {job_try} of {task.max_attempts}: {error}"
+    if job_try >= task.max_attempts:
+        await tasks.fail(task, message, job_try)
+        return "failed"
+    if await tasks.retry_later(task, job_try, message) is None:
+        return "superseded"  # cancelled, or another try took over
+    raise Retry(defer=config.retry_delay(job_try))
+
+
+async def _cancelled_from_outside(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int) -> None:
+    """The job itself was cancelled: an abort (the task is already ``cancelled``, nothing
+    to do) or a stopping worker, which gives the try back to the queue."""
+    try:
+        latest = await state.tasks.get(task.id)
+        if latest is None or latest.status is TaskStatus.CANCELLED:
+            return
+        if await state.tasks.requeue(task, job_try) is not None:
+            # ARQ counts this start as a try; the next start should be this try again.
+            await ctx["redis"].decr(retry_key_prefix + ctx["job_id"])
+    except RedisError as exc:  # the task will be picked up as an interrupted try
+        logger.warning("could not requeue %s: %s", task.id, exc)

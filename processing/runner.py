@@ -1,0 +1,153 @@
+"""Run one operation in a killable child process, under our own timeout.
+
+ARQ's timeout only cancels the coroutine: work in a subprocess would keep running.
+So each try runs ``python -m processing.child`` in its own session (process group),
+with ``PR_SET_PDEATHSIG = SIGKILL`` so that a worker killed with -9 takes its child
+along. On timeout, cancellation (abort, shutdown) or any error, the whole group is
+killed with SIGKILL at once, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from processing.faults import ATTEMPT_ENV
+
+PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int]:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl  # glibc
+    except OSError:
+        return ctypes.CDLL(None, use_errno=True).prctl  # e.g. musl: libc is already loaded
+
+
+# Resolved in the parent: the preexec hook must do as little as possible after fork().
+_prctl = _load_prctl()
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+ProgressCallback = Callable[[int], Awaitable[None]]
+
+
+class TryFailed(Exception):
+    """A try produced no result; ``str(exc)`` is a short message fit for the task record."""
+
+
+class TryTimedOut(TryFailed):
+    """The try ran past the job timeout and its process group was killed."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """preexec_fn (runs in the child between fork and exec, after setsid)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _kill_group(pid: int) -> None:
+    # The child leads its own group (start_new_session), so its pid is the group id.
+    # Called even after the child exited, to reach any grandchild it left behind; pids
+    # are allocated sequentially, so its reuse within this window is practically impossible.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _child_environment(attempt: int) -> dict[str, str]:
+    """The worker's environment minus its own settings (secrets among them), plus the
+    try number, and a PYTHONPATH that finds this very ``processing`` package."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUSD_PY_")}
+    env[ATTEMPT_ENV] = str(attempt)
+    paths = [_PACKAGE_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _kill_when_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    """Done-callback for a spawn whose caller was cancelled: kill what it started."""
+    if not spawn.cancelled() and spawn.exception() is None:
+        _kill_group(spawn.result().pid)
+
+
+def _describe_exit(returncode: int, message: str | None) -> str:
+    if message:
+        return message
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"operation process killed by {name}"
+    return f"operation process exited with status {returncode}"
+
+
+async def run_operation(
+    operation: str,
+    source: Path,
+    target: Path,
+    *,
+    time_limit: float,
+    attempt: int = 1,
+    on_progress: ProgressCallback | None = None,
+    on_spawn: Callable[[int], None] | None = None,
+) -> None:
+    """Run ``operation`` from ``source`` into ``target`` in a child process.
+
+    Returns when the child exited 0 (``target`` then holds the complete, fsynced
+    result). Raises :class:`TryTimedOut` after ``time_limit`` seconds, :class:`TryFailed`
+    when the child fails; ``CancelledError`` passes through. In every case the child's
+    process group is gone when this returns or raises.
+    """
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            sys.executable,
+            "-P",  # never import from the worker's working directory
+            "-m",
+            "processing.child",
+            operation,
+            str(source),
+            str(target),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,  # tracebacks go to the worker's log
+            start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            env=_child_environment(attempt),
+        )
+    )
+    try:
+        # Shielded: on Python 3.11 cancelling create_subprocess_exec half-way can leave
+        # it waiting forever for pipes that never connected.
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        spawn.add_done_callback(_kill_when_spawned)
+        raise
+    if on_spawn is not None:
+        on_spawn(proc.pid)
+    error: str | None = None
+    try:
+        async with asyncio.timeout(time_limit):
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                kind, _, value = raw.decode("utf-8", errors="replace").strip().partition(" ")
+                if kind == "P" and on_progress is not None and value.isdigit():
+                    await on_progress(int(value))
+                elif kind == "E":
+                    error = value[:300]
+            returncode = await proc.wait()
+    except TimeoutError:
+        raise TryTimedOut(f"timed out after {time_limit:g} s") from None
+    finally:
+        _kill_group(proc.pid)
+        if proc.returncode is None:
+            await proc.wait()
+    if returncode != 0:
+        raise TryFailed(_describe_exit(returncode, error))

@@ -1,0 +1,529 @@
+"""The task record: its states, its events, and its store on Redis.
+
+A task is a Redis hash ``tusd:task:<id>``; every change of state goes through one
+Lua script that checks the current state (and the try it belongs to), writes the
+change and appends the matching event to the owner's event stream, all in one
+atomic step. So a cancel racing a completion ends in exactly one final state, and
+the event stream is in the same order as the state changes.
+
+Other keys: ``tusd:tasks:by-owner:<owner>`` (a sorted set used in lexicographic
+order, members ``<created ms, 13 digits>:<id>``: newest first, total order, a stable
+cursor), ``tusd:tasks:active`` (unfinished tasks by creation time, for the
+reconciler) and ``tusd:tasks:finished`` (finished tasks by finish time, for
+retention).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+
+if TYPE_CHECKING:
+    from processing.events import EventLog
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+"""What a task (= upload) id may look like; anything else is never a task."""
+MAX_ATTEMPTS_LIMIT = 50
+"""Largest ``max_attempts`` a task may ask for; ARQ's own limit sits above it."""
+MAX_FILENAME_LENGTH = 255
+KEY_PREFIX = "tusd:"
+ACTIVE_KEY = KEY_PREFIX + "tasks:active"
+FINISHED_KEY = KEY_PREFIX + "tasks:finished"
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+UNFINISHED_STATUSES = frozenset(TaskStatus) - FINAL_STATUSES
+
+
+class EventName(StrEnum):
+    QUEUED = "task.queued"
+    PROGRESS = "task.progress"
+    RETRYING = "task.retrying"
+    COMPLETED = "task.completed"
+    FAILED = "task.failed"
+    CANCELLED = "task.cancelled"
+
+
+def task_key(task_id: str) -> str:
+    return f"{KEY_PREFIX}task:{task_id}"
+
+
+def owner_index_key(owner: str) -> str:
+    return f"{KEY_PREFIX}tasks:by-owner:{owner}"
+
+
+def is_task_id(value: str) -> bool:
+    return bool(TASK_ID_RE.match(value))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def rfc3339(ms: int) -> str:
+    """``2025-01-31T12:34:56.789Z``."""
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def text(value: bytes | str | int | None) -> str:
+    """Redis replies are bytes or str depending on ``decode_responses``: accept both."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def filename_from_metadata(metadata: Mapping[str, str]) -> str:
+    """The display name of an upload: metadata ``filename``, else ``name`` (Uppy), else
+    ``upload``. Control characters are dropped and the length is capped; the name is
+    never used as a filesystem path (files are named by task id)."""
+    for key in ("filename", "name"):
+        raw = metadata.get(key) or ""
+        cleaned = "".join(ch for ch in raw if ch.isprintable()).strip()
+        if cleaned and cleaned != "null":  # Uppy sometimes sends the string "null"
+            return cleaned[:MAX_FILENAME_LENGTH]
+    return "upload"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One upload's processing, as stored in Redis (all fields are strings there)."""
+
+    id: str
+    owner: str
+    filename: str
+    size: int
+    operation: str
+    max_attempts: int
+    status: TaskStatus = TaskStatus.QUEUED
+    progress_bytes: int = 0
+    attempts: int = 0
+    error: str | None = None
+    created_ms: int = field(default_factory=now_ms)
+    started_ms: int | None = None
+    finished_ms: int | None = None
+
+    @property
+    def progress(self) -> float:
+        """Fraction done, 0..1 (1 once completed, whatever the size)."""
+        if self.status is TaskStatus.COMPLETED:
+            return 1.0
+        if self.size <= 0:
+            return 0.0
+        return round(min(1.0, self.progress_bytes / self.size), 4)
+
+    @property
+    def index_member(self) -> str:
+        return f"{self.created_ms:013d}:{self.id}"
+
+    @property
+    def result_url(self) -> str | None:
+        return f"/tasks/{self.id}/result" if self.status is TaskStatus.COMPLETED else None
+
+    def to_public(self) -> dict[str, Any]:
+        """The JSON representation served by ``GET /tasks/{id}`` and in every event."""
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "size": self.size,
+            "operation": self.operation,
+            "status": self.status.value,
+            "progress": self.progress,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "error": self.error,
+            "created_at": rfc3339(self.created_ms),
+            "started_at": rfc3339(self.started_ms) if self.started_ms is not None else None,
+            "finished_at": rfc3339(self.finished_ms) if self.finished_ms is not None else None,
+            "result_url": self.result_url,
+        }
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "filename": self.filename,
+            "size": str(self.size),
+            "operation": self.operation,
+            "max_attempts": str(self.max_attempts),
+            "status": self.status.value,
+            "progress_bytes": str(self.progress_bytes),
+            "attempts": str(self.attempts),
+            "error": self.error or "",
+            "created_ms": str(self.created_ms),
+            "started_ms": "" if self.started_ms is None else str(self.started_ms),
+            "finished_ms": "" if self.finished_ms is None else str(self.finished_ms),
+        }
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[Any, Any]) -> Task:
+        f = {text(k): text(v) for k, v in raw.items()}
+
+        def opt_int(name: str) -> int | None:
+            return int(f[name]) if f.get(name) else None
+
+        return cls(
+            id=f["id"],
+            owner=f["owner"],
+            filename=f["filename"],
+            size=int(f["size"]),
+            operation=f["operation"],
+            max_attempts=int(f["max_attempts"]),
+            status=TaskStatus(f["status"]),
+            progress_bytes=int(f.get("progress_bytes") or 0),
+            attempts=int(f.get("attempts") or 0),
+            error=f.get("error") or None,
+            created_ms=int(f["created_ms"]),
+            started_ms=opt_int("started_ms"),
+            finished_ms=opt_int("finished_ms"),
+        )
+
+
+def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
+    return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def encode_cursor(member: str) -> str:
+    return base64.urlsafe_b64encode(member.encode()).decode().rstrip("=")
+
+
+_MEMBER_RE = re.compile(r"^\d{13}:[A-Za-z0-9_-]{1,128}$")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The index member a cursor stands for; ``ValueError`` if it is not one of ours."""
+    try:
+        member = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("invalid cursor") from None
+    if not _MEMBER_RE.match(member):
+        raise ValueError("invalid cursor")
+    return member
+
+
+# Create unless it exists; index it; publish task.queued. Returns {created, snapshot, id}.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGETALL', KEYS[1]), ''}
+end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+local snapshot = redis.call('HGETALL', KEYS[1])
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4], unpack(snapshot))
+redis.call('PEXPIRE', KEYS[4], ARGV[6])
+return {1, snapshot, id}
+"""
+
+# Guarded transition: only from one of the allowed states (and, if given, only for the
+# try that is current); writes the changes, moves the task between the active and the
+# finished sets when it ends, and appends the event. Returns {1, snapshot, id} or
+# {0, current status or ''}.
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[2], '%S+') do
+  if s == status then allowed = true end
+end
+if not allowed then return {0, status} end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[3] then
+  return {0, status}
+end
+if #ARGV >= 8 then
+  local fields = {}
+  for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], unpack(fields))
+end
+if ARGV[4] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[5])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+end
+local snapshot = redis.call('HGETALL', KEYS[1])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'event', ARGV[1], unpack(snapshot))
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return {1, snapshot, id}
+"""
+
+# Forget a finished task (retention). Refuses an unfinished one.
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'completed' and status ~= 'failed' and status ~= 'cancelled' then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Page:
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+class TaskStore:
+    """Task records on Redis. Every state change is atomic and publishes its event.
+
+    ``redis`` may decode responses or not. ``events`` is the :class:`EventLog` whose
+    per-owner streams receive the events (its size bound and TTL apply).
+    """
+
+    SCAN_BATCH = 100
+    SCAN_BUDGET = 1000
+    """Index entries one filtered listing examines at most before returning a page
+    (possibly short, with a cursor) — a filter never turns into a full scan."""
+
+    def __init__(self, redis: Redis, events: EventLog) -> None:
+        self.redis = redis
+        self.events = events
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+        self._delete = redis.register_script(_DELETE)
+
+    async def create(self, task: Task) -> tuple[Task, bool]:
+        """Store ``task`` and publish ``task.queued`` — unless a task with its id exists,
+        which is returned unchanged. Returns ``(task, created)``."""
+        flat: list[str] = []
+        for key, value in task.to_fields().items():
+            flat += [key, value]
+        created, snapshot, _ = await self._create(
+            keys=[
+                task_key(task.id),
+                owner_index_key(task.owner),
+                ACTIVE_KEY,
+                self.events.stream_key(task.owner),
+            ],
+            args=[
+                task.index_member,
+                task.created_ms,
+                task.id,
+                EventName.QUEUED.value,
+                self.events.max_events,
+                self.events.ttl_ms,
+                *flat,
+            ],
+        )
+        return Task.from_fields(_pairs_to_dict(snapshot)), bool(int(created))
+
+    async def get(self, task_id: str) -> Task | None:
+        if not is_task_id(task_id):
+            return None
+        raw = await self.redis.hgetall(task_key(task_id))  # type: ignore[misc]
+        return Task.from_fields(raw) if raw else None
+
+    async def get_for(self, task_id: str, owner: str) -> Task | None:
+        """The task if it exists and belongs to ``owner``; else None (the same answer)."""
+        task = await self.get(task_id)
+        return task if task is not None and task.owner == owner else None
+
+    async def transition(
+        self,
+        task: Task,
+        event: EventName,
+        *,
+        allowed: Iterable[TaskStatus],
+        attempt: int | None = None,
+        **changes: Any,
+    ) -> Task | None:
+        """Apply ``changes`` (Task field names) if the task is in one of ``allowed`` states
+        (and its current try is ``attempt``, when given), and publish ``event``.
+
+        Returns the task after the change, or None when the guard refused (state moved
+        on, another try took over, or the task is gone).
+        """
+        updated = replace(task, **changes)
+        new_fields = updated.to_fields()
+        flat: list[str] = []
+        for key in changes:
+            flat += [key, new_fields[key]]
+        finished = ""
+        if "status" in changes and TaskStatus(changes["status"]).is_final:
+            finished = str(updated.finished_ms or now_ms())
+        result = await self._transition(
+            keys=[task_key(task.id), self.events.stream_key(task.owner), ACTIVE_KEY, FINISHED_KEY],
+            args=[
+                event.value,
+                " ".join(TaskStatus(s).value for s in allowed),
+                "" if attempt is None else str(attempt),
+                finished,
+                task.id,
+                self.events.max_events,
+                self.events.ttl_ms,
+                *flat,
+            ],
+        )
+        if not int(result[0]):
+            return None
+        return Task.from_fields(_pairs_to_dict(result[1]))
+
+    # The lifecycle, spelled out. Each is one guarded transition.
+
+    async def start_try(self, task: Task, attempt: int, error: str | None) -> Task | None:
+        """A worker starts try ``attempt``: any unfinished state -> processing."""
+        return await self.transition(
+            task,
+            EventName.PROGRESS,
+            allowed=UNFINISHED_STATUSES,
+            status=TaskStatus.PROCESSING,
+            attempts=attempt,
+            progress_bytes=0,
+            started_ms=now_ms(),
+            error=error,
+        )
+
+    async def report_progress(self, task: Task, attempt: int, done: int) -> Task | None:
+        return await self.transition(
+            task,
+            EventName.PROGRESS,
+            allowed=[TaskStatus.PROCESSING],
+            attempt=attempt,
+            progress_bytes=done,
+        )
+
+    async def complete(self, task: Task, attempt: int) -> Task | None:
+        return await self.transition(
+            task,
+            EventName.COMPLETED,
+            allowed=[TaskStatus.PROCESSING],
+            attempt=attempt,
+            status=TaskStatus.COMPLETED,
+            progress_bytes=task.size,
+            error=None,
+            finished_ms=now_ms(),
+        )
+
+    async def retry_later(self, task: Task, attempt: int, error: str) -> Task | None:
+        return await self.transition(
+            task,
+            EventName.RETRYING,
+            allowed=[TaskStatus.PROCESSING],
+            attempt=attempt,
+            status=TaskStatus.RETRYING,
+            error=error,
+        )
+
+    async def fail(self, task: Task, error: str, attempt: int | None = None) -> Task | None:
+        return await self.transition(
+            task,
+            EventName.FAILED,
+            allowed=UNFINISHED_STATUSES,
+            attempt=attempt,
+            status=TaskStatus.FAILED,
+            error=error,
+            finished_ms=now_ms(),
+        )
+
+    async def requeue(self, task: Task, attempt: int) -> Task | None:
+        """A stopping worker gives its try back: processing -> queued."""
+        return await self.transition(
+            task,
+            EventName.QUEUED,
+            allowed=[TaskStatus.PROCESSING],
+            attempt=attempt,
+            status=TaskStatus.QUEUED,
+            progress_bytes=0,
+        )
+
+    async def cancel(self, task: Task) -> Task | None:
+        """Any unfinished state -> cancelled; None if it already ended."""
+        return await self.transition(
+            task,
+            EventName.CANCELLED,
+            allowed=UNFINISHED_STATUSES,
+            status=TaskStatus.CANCELLED,
+            finished_ms=now_ms(),
+        )
+
+    async def list_for(
+        self,
+        owner: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        status: TaskStatus | None = None,
+    ) -> Page:
+        """``owner``'s tasks, newest first. ``cursor`` comes from a previous page's
+        ``next_cursor`` (``ValueError`` if it is not valid)."""
+        key = owner_index_key(owner)
+        start = "(" + decode_cursor(cursor) if cursor else "+"
+        batch = limit + 1 if status is None else self.SCAN_BATCH
+        found: list[Task] = []
+        last_member = ""
+        examined = 0
+        while True:
+            members = [text(m) for m in await self.redis.zrevrangebylex(key, start, "-", 0, batch)]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hgetall(task_key(member.split(":", 1)[1]))
+                records = await pipe.execute() if members else []
+            for member, raw in zip(members, records, strict=True):
+                if len(found) == limit:  # a page is full and something follows it
+                    return Page(found, encode_cursor(last_member))
+                examined += 1
+                last_member = member
+                if not raw:
+                    continue  # deleted under our feet
+                task = Task.from_fields(raw)
+                if task.owner == owner and (status is None or task.status is status):
+                    found.append(task)
+            if len(members) < batch:
+                return Page(found, None)
+            if examined >= self.SCAN_BUDGET:
+                return Page(found, encode_cursor(last_member))
+            start = "(" + members[-1]
+
+    async def delete(self, task: Task) -> bool:
+        """Forget a finished task (retention); False if it is not finished."""
+        result = await self._delete(
+            keys=[task_key(task.id), owner_index_key(task.owner), ACTIVE_KEY, FINISHED_KEY],
+            args=[task.id, task.index_member],
+        )
+        return bool(int(result))
+
+    async def finished_before(self, cutoff_ms: int, limit: int = 200) -> list[str]:
+        ids = await self.redis.zrangebyscore(FINISHED_KEY, "-inf", cutoff_ms, start=0, num=limit)
+        return [text(i) for i in ids]
+
+    async def active_before(self, cutoff_ms: int, limit: int = 200) -> list[str]:
+        ids = await self.redis.zrangebyscore(ACTIVE_KEY, "-inf", cutoff_ms, start=0, num=limit)
+        return [text(i) for i in ids]
+
+    async def drop_from_index(self, task_id: str, *, active: bool, finished: bool) -> None:
+        """Drop an id from the active and/or the finished set: for ids whose record is
+        gone, or is not in the state the set implies."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if active:
+                pipe.zrem(ACTIVE_KEY, task_id)
+            if finished:
+                pipe.zrem(FINISHED_KEY, task_id)
+            await pipe.execute()

@@ -1,0 +1,90 @@
+"""The ARQ worker process (``tusd-py worker``).
+
+Settings that matter, and why:
+
+- ``max_jobs = config.max_jobs``: at most that many tries run at once in one process.
+- ``allow_abort_jobs``: the API's cancel aborts the job; the worker looks for aborts on
+  every poll (``poll_delay``, 0.5 s), so a running child is killed within about that.
+- ``job_completion_wait = shutdown_grace``: on SIGTERM, running tries get that long to
+  finish; then they are cancelled, their children killed, their tasks requeued.
+- The job's ARQ timeout is ``job_timeout + ARQ_TIMEOUT_MARGIN``: ours fires first and
+  kills the child; ARQ's would only fail the job for good.
+- The job's ARQ ``max_tries`` is above any task's ``max_attempts``, so the job itself
+  always gets to record the final failure (see :mod:`processing.jobs`).
+- ARQ holds a started job for the largest function timeout + 10 s; :mod:`processing.lease`
+  shortens that to ``lease_ttl`` while a try runs, which bounds crash recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from processing.config import ProcessingConfig
+from processing.events import EventLog
+from processing.housekeeping import housekeeping
+from processing.jobs import JOB_NAME, WorkerState, process_task
+from processing.tasks import MAX_ATTEMPTS_LIMIT, TaskStore
+
+ARQ_TIMEOUT_MARGIN = 60.0
+"""Seconds ARQ's job timeout exceeds ours: time to kill the child and write the outcome."""
+HOUSEKEEPING_TIMEOUT = 50.0
+KEEP_ARQ_RESULT = 600
+"""ARQ's own job results are not used by anyone; keep them briefly."""
+
+
+def event_log_for(config: ProcessingConfig, redis: Any) -> EventLog:
+    """The EventLog a worker publishes to (the API must build it with the same values)."""
+    return EventLog(redis, max_events=config.event_log_size, ttl_seconds=config.result_retention)
+
+
+def worker_settings(config: ProcessingConfig) -> dict[str, Any]:
+    """Keyword arguments for ``arq.worker.Worker``."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        config.uploads_dir.mkdir(parents=True, exist_ok=True)
+        config.results_dir.mkdir(parents=True, exist_ok=True)
+        events = event_log_for(config, ctx["redis"])
+        ctx["state"] = WorkerState(config, TaskStore(ctx["redis"], events), events)
+
+    return {
+        "functions": [
+            func(
+                process_task,
+                name=JOB_NAME,
+                timeout=config.job_timeout + ARQ_TIMEOUT_MARGIN,
+                max_tries=max(config.max_tries, MAX_ATTEMPTS_LIMIT) + 1,
+                keep_result=KEEP_ARQ_RESULT,
+            )
+        ],
+        "cron_jobs": [
+            cron(
+                housekeeping,
+                name="housekeeping",
+                second=0,
+                timeout=HOUSEKEEPING_TIMEOUT,
+                unique=True,
+            )
+        ],
+        "redis_settings": RedisSettings.from_dsn(config.redis_url),
+        "queue_name": config.queue_name,
+        "max_jobs": config.max_jobs,
+        "job_completion_wait": config.shutdown_grace,
+        "allow_abort_jobs": True,
+        "retry_jobs": True,
+        "poll_delay": config.poll_delay,
+        "keep_result": KEEP_ARQ_RESULT,
+        "health_check_interval": 60,
+        "on_startup": on_startup,
+        "ctx": {"config": config},
+    }
+
+
+def run_worker(config: ProcessingConfig) -> None:
+    """Run one worker until SIGTERM/SIGINT (blocking). Logging is the caller's to set up."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    Worker(**worker_settings(config)).run()

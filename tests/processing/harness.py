@@ -1,0 +1,143 @@
+"""A processing-only test bench: real Redis database, real ARQ worker processes started
+with ``run_worker``, tasks submitted with ``submit_task`` — no web app involved."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from processing.config import ProcessingConfig
+from processing.events import Event, EventLog
+from processing.jobs import submit_task
+from processing.tasks import Task, TaskStore
+from processing.worker import event_log_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def processes_of(task_id: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line mentions ``task_id``: the child of a
+    try (and any grandchild it forked) has the upload's path in its argv."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if any(task_id in part for part in proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+class Bench:
+    def __init__(self, config: ProcessingConfig, arq: ArqRedis) -> None:
+        self.config = config
+        self.arq = arq
+        self.events: EventLog = event_log_for(config, arq)
+        self.tasks = TaskStore(arq, self.events)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.owner = "owner-" + uuid.uuid4().hex[:8]
+
+    def start_worker(self, **changes: object) -> subprocess.Popen[bytes]:
+        config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]
+        fields = {
+            f.name: str(getattr(config, f.name))
+            if isinstance(getattr(config, f.name), Path)
+            else getattr(config, f.name)
+            for f in dataclasses.fields(config)
+        }
+        log = (self.config.results_dir.parent / f"worker{len(self.workers)}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.processing.worker_main", json.dumps(fields)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.workers.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        parts = []
+        for i in range(len(self.workers)):
+            path = self.config.results_dir.parent / f"worker{i}.log"
+            if path.exists():
+                parts.append(f"--- worker{i}\n" + path.read_text(errors="replace")[-3000:])
+        return "\n".join(parts)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    async def submit(self, content: bytes, operation: str = "uppercase", max_attempts: int = 4) -> Task:
+        task_id = uuid.uuid4().hex
+        path = self.config.source_path(task_id)
+        await asyncio.to_thread(path.write_bytes, content)
+        return await submit_task(
+            self.tasks,
+            self.events,
+            self.arq,
+            task_id=task_id,
+            owner=self.owner,
+            filename="input.txt",
+            size=len(content),
+            operation=operation,
+            max_attempts=max_attempts,
+        )
+
+    async def wait_for(self, task_id: str, predicate: Callable[[Task], bool], within: float = 60.0) -> Task:
+        deadline = time.monotonic() + within
+        task = None
+        while time.monotonic() < deadline:
+            task = await self.tasks.get(task_id)
+            if task is not None and predicate(task):
+                return task
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"task never got there; last seen: {task}\n{self.logs()}")
+
+    async def events_of(self, task_id: str) -> list[Event]:
+        return [e for e in await self.events.read(self.owner, "0-0", count=10_000) if e.task.id == task_id]
+
+
+async def open_bench(tmp_path: Path, redis_url: str, database: int, **changes: object) -> Bench:
+    url = redis_url.rsplit("/", 1)[0] + f"/{database}"
+    config = ProcessingConfig(
+        redis_url=url,
+        uploads_dir=tmp_path / "uploads",
+        results_dir=tmp_path / "results",
+        job_timeout=30.0,
+        max_tries=4,
+        max_jobs=2,
+        shutdown_grace=0.0,
+        enable_fault_operations=True,
+        retry_backoff=0.2,
+        lease_ttl=3.0,
+        poll_delay=0.1,
+    )
+    config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    config.uploads_dir.mkdir(parents=True, exist_ok=True)
+    config.results_dir.mkdir(parents=True, exist_ok=True)
+    arq = await create_pool(RedisSettings.from_dsn(url))
+    await arq.flushdb()
+    return Bench(config, arq)

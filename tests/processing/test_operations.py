@@ -1,0 +1,139 @@
+"""The operations as pure functions: known inputs, chunk boundaries, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+
+import pytest
+
+from processing import transforms
+from processing.operations import (
+    available_operations,
+    get_operation,
+    result_filename,
+    validate_operation,
+)
+from processing.tasks import filename_from_metadata
+
+
+def run(fn, data: bytes, **kwargs) -> tuple[bytes, list[int]]:
+    seen: list[int] = []
+    out = io.BytesIO()
+    fn(io.BytesIO(data), out, seen.append, **kwargs)
+    return out.getvalue(), seen
+
+
+def test_uppercase_letters_only():
+    out, progress = run(transforms.uppercase, b"hello, world 123 \xc3\xa9t\xc3\xa9!\n")
+    assert out == "HELLO, WORLD 123 ÉTÉ!\n".encode()
+    assert progress[-1] == len(b"hello, world 123 \xc3\xa9t\xc3\xa9!\n")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7])
+def test_uppercase_multibyte_split_across_chunks(chunk_size):
+    text = "añb€c😀d ß straße"  # 2-, 3- and 4-byte characters
+    data = text.encode()
+    out, progress = run(transforms.uppercase, data, chunk_size=chunk_size)
+    assert out.decode() == text.upper()
+    assert progress == sorted(progress)
+    assert progress[-1] == len(data)
+
+
+def test_uppercase_invalid_utf8_passes_through():
+    data = b"ab\xff\xfe cd \xc3 e\xe2\x82"  # stray bytes and truncated sequences
+    out, _ = run(transforms.uppercase, data, chunk_size=3)
+    assert out == b"AB\xff\xfe CD \xc3 E\xe2\x82"
+
+
+def test_wordcount_known_input():
+    data = b"The cat, the CAT; the dog.\nA bird\n\nend"
+    out, _ = run(transforms.wordcount, data, chunk_size=4)
+    report = json.loads(out)
+    assert report["bytes"] == len(data)
+    assert report["lines"] == 4
+    assert report["words"] == 9
+    assert report["top_words"][:3] == [
+        {"word": "the", "count": 3},
+        {"word": "cat", "count": 2},
+        {"word": "a", "count": 1},
+    ]
+    assert report["top_words_exact"] is True
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 64 * 1024])
+def test_wordcount_same_answer_whatever_the_chunking(chunk_size):
+    data = ("  naïve café  naïve\tword\n" * 50).encode()
+    out, _ = run(transforms.wordcount, data, chunk_size=chunk_size)
+    report = json.loads(out)
+    assert report["words"] == 200
+    assert report["lines"] == 50
+    assert report["top_words"][0] == {"word": "naïve", "count": 100}
+
+
+def test_wordcount_memory_is_capped():
+    data = " ".join(f"w{i}" for i in range(1000)).encode() + b" common" * 300
+    out, _ = run(transforms.wordcount, data, capacity=100)
+    report = json.loads(out)
+    assert report["words"] == 1300
+    assert report["top_words_exact"] is False
+    assert report["top_words"][0]["word"] == "common"
+    counter = transforms.CappedCounter(10)
+    for i in range(1000):
+        counter.add(str(i))
+    assert len(counter.counts) <= 10
+
+
+def test_wordcount_endless_token_is_bounded():
+    data = b"x" * 100_000 + b" y"
+    out, _ = run(transforms.wordcount, data, chunk_size=1000)
+    report = json.loads(out)
+    assert report["words"] == 2
+    assert report["top_words"] == [{"word": "y", "count": 1}]
+
+
+def test_sha256_matches_hashlib():
+    data = bytes(range(256)) * 1000
+    out, _ = run(transforms.sha256, data, chunk_size=1000)
+    report = json.loads(out)
+    assert report == {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha1": hashlib.sha1(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
+
+
+def test_gzip_round_trip_and_deterministic():
+    data = b"abc" * 100_000
+    first, _ = run(transforms.gzip_compress, data)
+    second, _ = run(transforms.gzip_compress, data)
+    assert gzip.decompress(first) == data
+    assert first == second
+    assert len(first) < len(data) // 10
+
+
+def test_registry_and_validation():
+    public = [op.name for op in available_operations(False)]
+    assert public == ["uppercase", "wordcount", "sha256", "gzip"]
+    assert "fault-hang" in [op.name for op in available_operations(True)]
+    assert validate_operation({}, False) == "uppercase"
+    assert validate_operation({"operation": "gzip"}, False) == "gzip"
+    with pytest.raises(ValueError, match=r"unknown operation 'x'; see GET /operations"):
+        validate_operation({"operation": "x"}, False)
+    with pytest.raises(ValueError, match="unknown operation 'fault-hang'"):
+        validate_operation({"operation": "fault-hang"}, False)
+    assert validate_operation({"operation": "fault-hang"}, True) == "fault-hang"
+    with pytest.raises(KeyError):
+        get_operation("fault-crash", enable_fault_operations=False)
+    assert result_filename("notes.txt", "gzip") == "notes.txt.gz"
+
+
+def test_filename_from_metadata():
+    assert filename_from_metadata({"filename": "a.txt", "name": "b.txt"}) == "a.txt"
+    assert filename_from_metadata({"name": "b.txt"}) == "b.txt"
+    assert filename_from_metadata({"filename": "null"}) == "upload"
+    assert filename_from_metadata({}) == "upload"
+    assert filename_from_metadata({"filename": "../x\n\x00y"}) == "../xy"

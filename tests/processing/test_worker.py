@@ -1,0 +1,184 @@
+"""Real ARQ worker processes (``run_worker``) and tasks submitted with ``submit_task``:
+completion, timeouts and retries, crashes, kill -9, SIGTERM, cancel, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from processing.jobs import cancel_task, submit_task
+from processing.tasks import EventName, TaskStatus
+from tests.processing.harness import Bench, open_bench, processes_of
+
+_databases = itertools.cycle([12, 13, 14])
+TEXT = "Grüße aus Köln: straße, café, ÆØÅ — done.\n".encode() * 2000
+
+
+@pytest.fixture
+async def bench(tmp_path: Path, redis_url: str, request) -> AsyncIterator[Bench]:
+    changes = getattr(request, "param", {})
+    bench = await open_bench(tmp_path, redis_url, next(_databases), **changes)
+    try:
+        yield bench
+    finally:
+        await asyncio.to_thread(bench.stop_workers)
+        await bench.arq.aclose()
+
+
+def done(task) -> bool:
+    return task.status.is_final
+
+
+async def no_process_left(task_id: str) -> bool:
+    for _ in range(200):
+        if not await asyncio.to_thread(processes_of, task_id):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_submit_is_idempotent_and_the_task_completes(bench: Bench):
+    task = await bench.submit(TEXT)
+    repeat = await submit_task(
+        bench.tasks, bench.events, bench.arq, task_id=task.id, owner=bench.owner,
+        filename="input.txt", size=len(TEXT), operation="uppercase", max_attempts=4,
+    )  # fmt: skip
+    assert repeat.id == task.id
+    assert await bench.arq.zcard(bench.config.queue_name) == 1
+    bench.start_worker()
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.COMPLETED, final
+    assert final.attempts == 1 and final.error is None and final.progress == 1.0
+    result = await asyncio.to_thread(bench.config.result_path(task.id).read_bytes)
+    assert result == TEXT.decode().upper().encode()
+    names = [e.name for e in await bench.events_of(task.id)]
+    assert names[0] is EventName.QUEUED and names.count(EventName.QUEUED) == 1
+    assert names[-1] is EventName.COMPLETED
+    assert set(names[1:-1]) == {EventName.PROGRESS}
+
+
+@pytest.mark.parametrize("bench", [{"job_timeout": 1.0}], indirect=True)
+async def test_hanging_tries_are_killed_retried_then_failed(bench: Bench):
+    task = await bench.submit(b"x", operation="fault-hang", max_attempts=3)
+    bench.start_worker()
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.FAILED
+    assert final.attempts == 3
+    assert final.error == "try 3 of 3: timed out after 1 s"
+    names = [e.name for e in await bench.events_of(task.id)]
+    assert names.count(EventName.RETRYING) == 2
+    assert names[-1] is EventName.FAILED
+    assert await no_process_left(task.id), "the hanging child's group must be gone"
+    assert not bench.config.result_path(task.id).exists()
+
+
+async def test_a_crashing_child_is_retried(bench: Bench):
+    flaky = await bench.submit(b"same bytes", operation="fault-crash-once")
+    broken = await bench.submit(b"whatever", operation="fault-crash", max_attempts=2)
+    bench.start_worker()
+    ok = await bench.wait_for(flaky.id, done)
+    assert ok.status is TaskStatus.COMPLETED and ok.attempts == 2
+    assert bench.config.result_path(flaky.id).read_bytes() == b"same bytes"
+    bad = await bench.wait_for(broken.id, done)
+    assert bad.status is TaskStatus.FAILED and bad.attempts == 2
+    assert bad.error == "try 2 of 2: operation process exited with status 3"
+
+
+async def test_worker_killed_with_sigkill_mid_job_recovers(bench: Bench):
+    payload = os.urandom(200_000)
+    task = await bench.submit(payload, operation="fault-slow")
+    victim = bench.start_worker()
+    await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    children = await asyncio.to_thread(processes_of, task.id)
+    assert children, "the try's child should be running"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    killed_at = time.monotonic()
+    assert await no_process_left(task.id), "PDEATHSIG should take the child along"
+    bench.start_worker()
+    final = await bench.wait_for(task.id, done)
+    print(f"recovered {time.monotonic() - killed_at:.1f} s after kill -9 (lease_ttl=3 s)")
+    assert final.status is TaskStatus.COMPLETED
+    assert final.attempts == 2
+    assert bench.config.result_path(task.id).read_bytes() == payload
+    leftovers = list(bench.config.results_dir.glob(f"{task.id}.*"))
+    assert all(p.suffix == ".tmp" for p in leftovers)  # only the dead try's temporary
+
+
+async def test_sigterm_requeues_without_burning_a_try(bench: Bench):
+    task = await bench.submit(b"abc" * 1000, operation="fault-slow")
+    first = bench.start_worker()
+    await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(15) == 0
+    requeued = await bench.tasks.get(task.id)
+    assert requeued.status is TaskStatus.QUEUED
+    assert await no_process_left(task.id)
+    bench.start_worker()
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.COMPLETED
+    assert final.attempts == 1, "a shutdown gives the try back"
+    names = [e.name for e in await bench.events_of(task.id)]
+    assert names.count(EventName.QUEUED) == 2
+
+
+@pytest.mark.parametrize("bench", [{"max_jobs": 1}], indirect=True)
+async def test_cancel_running_and_queued(bench: Bench):
+    running = await bench.submit(b"r" * 1000, operation="fault-slow")
+    queued = await bench.submit(b"q" * 1000, operation="fault-slow")
+    bench.start_worker()
+    await bench.wait_for(running.id, lambda t: t.status is TaskStatus.PROCESSING)
+    assert (await bench.tasks.get(queued.id)).status is TaskStatus.QUEUED
+
+    cancelled = await cancel_task(bench.tasks, bench.arq, await bench.tasks.get(queued.id))
+    assert cancelled is not None and cancelled.status is TaskStatus.CANCELLED
+    cancelled = await cancel_task(bench.tasks, bench.arq, await bench.tasks.get(running.id))
+    assert cancelled is not None and cancelled.status is TaskStatus.CANCELLED
+    assert await no_process_left(running.id), "the running child must be killed"
+    assert await cancel_task(bench.tasks, bench.arq, cancelled) is None  # already final
+
+    after = await bench.submit(b"next", operation="uppercase")
+    final = await bench.wait_for(after.id, done)
+    assert final.status is TaskStatus.COMPLETED  # the worker slot was freed
+    for task_id in (running.id, queued.id):
+        task = await bench.tasks.get(task_id)
+        assert task.status is TaskStatus.CANCELLED
+        assert not bench.config.result_path(task_id).exists()
+    assert (await bench.tasks.get(queued.id)).attempts == 0  # never started
+
+
+async def test_at_most_max_jobs_run_at_once(bench: Bench):
+    tasks = [await bench.submit(b"p" * 100, operation="fault-slow") for _ in range(6)]
+    bench.start_worker()
+    finals = [await bench.wait_for(t.id, done) for t in tasks]
+    assert all(t.status is TaskStatus.COMPLETED for t in finals)
+    points = sorted(
+        [(t.started_ms, 1) for t in finals] + [(t.finished_ms, -1) for t in finals],
+        key=lambda p: (p[0], p[1]),
+    )
+    running = peak = 0
+    for _, delta in points:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2
+
+
+@pytest.mark.parametrize("bench", [{"shutdown_grace": 20.0}], indirect=True)
+async def test_sigterm_lets_a_running_try_finish_within_the_grace(bench: Bench):
+    task = await bench.submit(b"xyz" * 1000, operation="fault-slow")
+    queued = await bench.submit(b"later", operation="uppercase")
+    worker = bench.start_worker(max_jobs=1)
+    await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0
+    finished = await bench.tasks.get(task.id)
+    assert finished.status is TaskStatus.COMPLETED and finished.attempts == 1
+    # A stopping worker picks nothing new.
+    assert (await bench.tasks.get(queued.id)).status is TaskStatus.QUEUED
