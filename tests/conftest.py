@@ -48,10 +48,11 @@ _database_counter = itertools.count()
 
 
 def _spare_databases(redis_url: str) -> Iterator[str]:
-    """Databases 1-15, emptied before use: a custom service must not see the
-    shared one's ARQ queue (database 0), nor another custom service's."""
+    """Databases 1-8, emptied before use: a custom service must not see the
+    shared one's ARQ queue (database 0), nor another custom service's.
+    (Processing tests use 9-14 for bare workers, the contract test 15.)"""
     while True:
-        url = redis_url.rsplit("/", 1)[0] + f"/{1 + next(_database_counter) % 15}"
+        url = redis_url.rsplit("/", 1)[0] + f"/{1 + next(_database_counter) % 8}"
         client = SyncRedis.from_url(url)
         client.flushdb()
         client.close()

@@ -32,19 +32,22 @@ def unique_name(prefix: str = "user") -> str:
 
 
 class ServiceProcess:
-    """One ``python -m tusd_py ROLE`` child with its own environment."""
+    """One ``python -m tusd_py ROLE`` child (or another ``command``) with its own environment."""
 
-    def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, role: str, env: dict[str, str], log_path: Path, command: list[str] | None = None
+    ) -> None:
         self.role = role
         self.env = env
         self.log_path = log_path
+        self.command = command or [sys.executable, "-m", "tusd_py", role]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tusd_py", self.role],
+            self.command,
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

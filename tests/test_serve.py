@@ -41,21 +41,28 @@ def family(pid: int) -> list[psutil.Process]:
 def test_serve_keeps_users_across_restarts_and_leaves_no_orphans(tmp_path: Path, stop_signal: int) -> None:
     port = free_port()
     serve, base_url = start_serve(tmp_path, port)
-    children = family(serve.pid)
-    names = sorted(child.name() for child in children)
-    assert "redis-server" in names, names
-    assert len(children) >= 3  # redis-server, api, worker
-    # The embedded Redis listens on a unix socket in the data dir, not on TCP.
-    redis_child = next(c for c in children if c.name() == "redis-server")
-    assert not [conn for conn in redis_child.net_connections(kind="inet") if conn.status == "LISTEN"]
-    assert (tmp_path / "redis" / "redis.sock").exists()
+    try:
+        children = family(serve.pid)
+        names = sorted(child.name() for child in children)
+        assert "redis-server" in names, names
+        assert len(children) >= 3  # redis-server, api, worker
+        # The embedded Redis listens on a unix socket in the data dir, not on TCP.
+        redis_child = next(c for c in children if c.name() == "redis-server")
+        assert not [conn for conn in redis_child.net_connections(kind="inet") if conn.status == "LISTEN"]
+        assert (tmp_path / "redis" / "redis.sock").exists()
 
-    registered = httpx.post(f"{base_url}/auth/register", json={"username": "survivor", "password": PASSWORD})
-    assert registered.status_code == 201
+        registered = httpx.post(
+            f"{base_url}/auth/register", json={"username": "survivor", "password": PASSWORD}
+        )
+        assert registered.status_code == 201
 
-    serve.kill(stop_signal)
-    assert serve.process is not None and serve.process.returncode == 0
-    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+        serve.kill(stop_signal)
+        assert serve.process is not None and serve.process.returncode == 0
+        assert not [
+            child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        ]
+    finally:
+        serve.stop()
 
     serve, base_url = start_serve(tmp_path, port)
     try:
@@ -65,6 +72,18 @@ def test_serve_keeps_users_across_restarts_and_leaves_no_orphans(tmp_path: Path,
             f"{base_url}/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
         )
         assert me.json()["id"] == registered.json()["id"]
+    finally:
+        serve.stop()
+
+
+def test_serve_killed_with_9_takes_its_children_along(tmp_path: Path) -> None:
+    serve, _ = start_serve(tmp_path, free_port())
+    try:
+        children = family(serve.pid)
+        assert len(children) >= 3
+        serve.kill(signal.SIGKILL)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], [child.name() for child in alive]
     finally:
         serve.stop()
 

@@ -7,6 +7,7 @@ factory can build several independent apps (as the tests do).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -25,11 +26,15 @@ from auth.routes import AuthEndpoints
 from auth.secret import load_or_create_secret
 from auth.tokens import TokenService
 from auth.users import UserStore
+from tusd_py import events_api, tasks_api
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
 from tusd_py.errors import http_exception_handler, unhandled_exception_handler
 from tusd_py.health import health_routes
+from tusd_py.periodic import every
 from tusd_py.settings import Settings
+from tusd_py.uploads import build_tus
+from tusd_py.wiring import processing_services
 
 logger = logging.getLogger("tusd_py")
 
@@ -44,6 +49,8 @@ CORS_EXPOSE_HEADERS = [
     "Tus-Extension", "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Expires",
     "Retry-After", "Content-Disposition",
 ]  # fmt: skip
+SWEEP_INTERVAL = 60.0
+"""Seconds between two sweeps of expired unfinished uploads (one node per round)."""
 CORS_ALLOW_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
 
 
@@ -72,11 +79,21 @@ def create_app(settings: Settings) -> Starlette:
         LoginThrottle(settings.redis_url, settings.login_rate_limit),
     )
 
+    processing = processing_services(settings, redis)
+    tus = build_tus(
+        settings, redis, on_complete=processing.submit_upload, check_metadata=processing.check_metadata
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        sweeper = asyncio.create_task(
+            every(SWEEP_INTERVAL, redis, "tusd:lock:upload-sweep", tus.sweep_expired)
+        )
         try:
             yield
         finally:
+            sweeper.cancel()
             await redis.aclose()
 
     middleware = [
@@ -91,7 +108,14 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(AuthenticationMiddleware, backend=BearerBackend(tokens), on_error=on_auth_error),
     ]
     app = Starlette(
-        routes=[*health_routes(), *docs_routes(), *auth_endpoints.routes],
+        routes=[
+            *health_routes(),
+            *docs_routes(),
+            *auth_endpoints.routes,
+            *tus.routes,
+            *tasks_api.routes,
+            *events_api.routes,
+        ],
         middleware=middleware,
         exception_handlers={
             HTTPException: http_exception_handler,
@@ -102,4 +126,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.redis = redis
     app.state.tokens = tokens
+    app.state.tasks = processing.tasks
+    app.state.events = processing.events
+    app.state.arq = processing.arq
     return app

@@ -1,14 +1,28 @@
 """Where the application's settings meet the processing package.
 
-``processing`` must not import ``tusd_py``, so its configuration is built
-here from :class:`Settings` for both the worker role and the API.
+``processing`` must not import ``tusd_py``, so its configuration is built here
+from :class:`Settings`, for the worker role and for the API, whose finish hook
+turns a completed upload into a task.
 """
 
 from __future__ import annotations
 
-from processing.config import ProcessingConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from processing.config import ProcessingConfig
+from processing.events import EventLog
+from processing.jobs import submit_task
+from processing.operations import validate_operation
+from processing.tasks import TaskStore, filename_from_metadata
+from processing.worker import event_log_for
 from tusd_py.settings import Settings
+
+if TYPE_CHECKING:  # the worker role imports this module and must not load the web side
+    from tusd_py.tus import UploadInfo
 
 
 def processing_config(settings: Settings) -> ProcessingConfig:
@@ -25,3 +39,38 @@ def processing_config(settings: Settings) -> ProcessingConfig:
         event_log_size=settings.event_log_size,
         enable_fault_operations=settings.enable_fault_operations,
     )
+
+
+@dataclass(frozen=True)
+class ProcessingServices:
+    """The API's handles on the processing side, and the two tus hooks built on them."""
+
+    config: ProcessingConfig
+    tasks: TaskStore
+    events: EventLog
+    arq: ArqRedis
+
+    def check_metadata(self, metadata: dict[str, str]) -> None:
+        """Refuse an unknown operation at creation, before any byte arrives (ValueError)."""
+        validate_operation(metadata, self.config.enable_fault_operations)
+
+    async def submit_upload(self, upload: UploadInfo) -> None:
+        """The finish hook: a completed upload becomes a queued task (idempotently)."""
+        await submit_task(
+            self.tasks,
+            self.events,
+            self.arq,
+            task_id=upload.id,
+            owner=upload.owner,
+            filename=filename_from_metadata(upload.metadata),
+            size=upload.length or 0,
+            operation=validate_operation(upload.metadata, self.config.enable_fault_operations),
+            max_attempts=self.config.max_tries,
+        )
+
+
+def processing_services(settings: Settings, redis: Redis) -> ProcessingServices:
+    config = processing_config(settings)
+    events = event_log_for(config, redis)
+    arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
+    return ProcessingServices(config, TaskStore(redis, events), events, arq)
