@@ -84,7 +84,6 @@ def run_api(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> None:
     from processing.worker import run_worker as run_processing_worker
-
     from tusd_py.wiring import processing_config
 
     run_processing_worker(processing_config(settings))
