@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+JS     := tests/js/node_modules/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean js-clients
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# tus-js-client (what browsers and Uppy use) for the interop tests; skipped without npm.
+$(JS): tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the tus-js-client tests will be skipped"; fi
+
+js-clients: $(JS)
+
 run: $(STAMP)
 	$(BIN)/tusd-py serve
 
@@ -21,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint js-clients
 	$(BIN)/pytest
 
 format: $(STAMP)
@@ -32,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .ruff_cache tests/js/node_modules
