@@ -4,7 +4,7 @@ Settings that matter, and why:
 
 - ``max_jobs = config.max_jobs``: at most that many tries run at once in one process.
 - ``allow_abort_jobs``: the API's cancel aborts the job; the worker looks for aborts on
-  every poll (``poll_delay``, 0.5 s), so a running child is killed within about that.
+  every poll (``poll_delay``, 0.05 s by default), so a running child is killed within about that.
 - ``job_completion_wait = shutdown_grace``: on SIGTERM, running tries get that long to
   finish; then they are cancelled, their children killed, their tasks requeued.
 - The job's ARQ timeout is ``job_timeout + ARQ_TIMEOUT_MARGIN``: ours fires first and

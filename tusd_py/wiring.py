@@ -38,6 +38,7 @@ def processing_config(settings: Settings) -> ProcessingConfig:
         shutdown_grace=settings.shutdown_grace,
         event_log_size=settings.event_log_size,
         enable_fault_operations=settings.enable_fault_operations,
+        poll_delay=settings.worker_poll_interval,
     )
 
 
