@@ -15,7 +15,13 @@ import os
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    MalformedRangeHeader,
+    RangeNotSatisfiable,
+    Response,
+)
 from starlette.routing import BaseRoute, Route
 
 from processing.jobs import cancel_task
@@ -98,6 +104,18 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
+def _check_range(header: str | None, size: int) -> None:
+    """Refuse a bad ``Range`` with our JSON errors (FileResponse would answer plain text)."""
+    if not header:
+        return
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise ApiError(400, exc.content or "malformed Range header", code="invalid_range") from None
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range not satisfiable", headers={"Content-Range": f"bytes */{size}"}) from None
+
+
 async def download_result(request: Request) -> Response:
     task = await owned_task(request, caller_id(request))
     if task.status is not TaskStatus.COMPLETED:
@@ -107,6 +125,7 @@ async def download_result(request: Request) -> Response:
         stat = await asyncio.to_thread(os.stat, path)
     except FileNotFoundError:
         raise ApiError(404, "result not found") from None
+    _check_range(request.headers.get("range"), stat.st_size)
     operation = REGISTRY.get(task.operation)
     return FileResponse(
         path,

@@ -126,6 +126,12 @@ def test_text_upload_is_uppercased_end_to_end(live: Service, user: User) -> None
 
         part = api.get(task["result_url"], headers={"Range": "bytes=0-3"})
         assert part.status_code == 206 and part.content == result.content[:4]
+        beyond = api.get(task["result_url"], headers={"Range": f"bytes={len(result.content) + 10}-"})
+        assert beyond.status_code == 416
+        assert beyond.headers["content-range"] == f"bytes */{len(result.content)}"
+        assert beyond.json()["error"]["code"] == "range_not_satisfiable"
+        malformed = api.get(task["result_url"], headers={"Range": "lines=1-2"})
+        assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_range"
 
         listed = api.get("/tasks").json()
         assert listed["tasks"][0]["id"] == task_id
