@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import yaml
 
-from tests.support import Service
+from tests.support import Service, User
 
 
 def test_health_and_readiness(live: Service) -> None:
@@ -30,3 +30,19 @@ def test_unknown_route_and_method_answer_json(live: Service) -> None:
     wrong_method = httpx.delete(f"{live.base_url}/healthz")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_metrics_count_requests_by_route_template(live: Service, user: User) -> None:
+    with live.client(user) as client:
+        client.get("/tasks/no-such-task")
+        metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    lines = metrics.text.splitlines()
+    assert any(
+        line.startswith("tusd_http_requests_total{")
+        and 'route="/tasks/{task_id}"' in line
+        and 'status="404"' in line
+        for line in lines
+    )
+    assert not any("no-such-task" in line for line in lines)

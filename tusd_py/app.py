@@ -31,6 +31,7 @@ from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
 from tusd_py.errors import http_exception_handler, unhandled_exception_handler
 from tusd_py.health import health_routes
+from tusd_py.metrics import Metrics, MetricsMiddleware
 from tusd_py.periodic import every
 from tusd_py.settings import Settings
 from tusd_py.uploads import build_tus
@@ -96,7 +97,18 @@ def create_app(settings: Settings) -> Starlette:
             sweeper.cancel()
             await redis.aclose()
 
+    metrics = Metrics()
+    routes = [
+        *health_routes(),
+        *docs_routes(),
+        *metrics.routes(),
+        *auth_endpoints.routes,
+        *tus.routes,
+        *tasks_api.routes,
+        *events_api.routes,
+    ]
     middleware = [
+        Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
         Middleware(
             StrictCORSMiddleware,
             allow_origins=list(settings.cors_origins),
@@ -108,14 +120,7 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(AuthenticationMiddleware, backend=BearerBackend(tokens), on_error=on_auth_error),
     ]
     app = Starlette(
-        routes=[
-            *health_routes(),
-            *docs_routes(),
-            *auth_endpoints.routes,
-            *tus.routes,
-            *tasks_api.routes,
-            *events_api.routes,
-        ],
+        routes=routes,
         middleware=middleware,
         exception_handlers={
             HTTPException: http_exception_handler,
