@@ -1,0 +1,1 @@
+"""``make bench``: tusd-py measured against baselines run side by side."""

@@ -1,0 +1,249 @@
+"""The bench environment: a private Redis, a real tusd-py, the baseline sink, a user.
+
+Everything runs on loopback as separate processes, as in production; the client
+side is httpx. Services are started with the same helpers the tests use.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.support import Service, ServiceProcess, User, free_port, start_service
+from tusd_py.embedded_redis import RedisProcess
+
+MiB = 1024 * 1024
+READ_SIZE = MiB
+FINAL = {"completed", "failed", "cancelled"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def parse_time(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+    """Stream ``length`` bytes of ``path`` from ``start`` in 1 MiB reads."""
+    remaining = path.stat().st_size - start if length is None else length
+    with path.open("rb") as source:
+        source.seek(start)
+        while remaining > 0:
+            chunk = source.read(min(READ_SIZE, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+
+
+def text_file(directory: Path, size: int) -> Path:
+    """A text file of ``size`` bytes (mixed case, some non-ASCII), made once."""
+    path = directory / f"text-{size}.txt"
+    if not path.exists() or path.stat().st_size != size:
+        line = "The quick brown fox jumps over the lazy dog; Größe, déjà vu. 0123456789\n".encode()
+        block = line * (MiB // len(line) + 1)
+        with path.open("wb") as out:
+            written = 0
+            while written < size:
+                piece = block[: size - written]
+                out.write(piece)
+                written += len(piece)
+    return path
+
+
+def metadata_header(metadata: dict[str, str]) -> str:
+    return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items())
+
+
+class PeakRSS:
+    """Samples the RSS of processes chosen by ``pick`` every few milliseconds, in a thread."""
+
+    def __init__(self, pick: Callable[[], list[psutil.Process]], interval: float = 0.005) -> None:
+        self._pick = pick
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for process in self._pick():
+                with suppress(psutil.Error):
+                    self.peak = max(self.peak, process.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class BenchEnv:
+    workdir: Path
+    redis: RedisProcess
+    service: Service
+    sink_url: str
+    sink: ServiceProcess
+    user: User
+    data_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.workdir / "inputs"
+        self.data_dir.mkdir(exist_ok=True)
+
+    @property
+    def base_url(self) -> str:
+        return self.service.base_url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**self.user.headers, "Tus-Resumable": "1.0.0"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=300)
+
+    def async_client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=300, limits=limits)
+
+    def create_upload(self, client: httpx.Client, length: int, operation: str = "uppercase") -> str:
+        response = client.post(
+            "/files/",
+            headers={
+                "Upload-Length": str(length),
+                "Upload-Metadata": metadata_header({"filename": "bench.txt", "operation": operation}),
+            },
+        )
+        response.raise_for_status()
+        return response.headers["location"]
+
+    def upload_file(
+        self, client: httpx.Client, path: Path, chunk_size: int, operation: str = "uppercase"
+    ) -> tuple[str, float]:
+        """Upload ``path`` in PATCHes of ``chunk_size``; (task id, time the last PATCH was answered)."""
+        size = path.stat().st_size
+        location = self.create_upload(client, size, operation)
+        offset = 0
+        while offset < size:
+            length = min(chunk_size, size - offset)
+            response = client.patch(
+                location,
+                content=file_chunks(path, offset, length),
+                headers={
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(length),
+                },
+            )
+            if response.status_code != 204:
+                raise RuntimeError(f"PATCH answered {response.status_code}: {response.text}")
+            offset = int(response.headers["upload-offset"])
+        return location.rsplit("/", 1)[-1], time.time()
+
+    def wait_task(self, client: httpx.Client, task_id: str, timeout: float = 600) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = client.get(f"/tasks/{task_id}").json()
+            if task["status"] in FINAL:
+                if task["status"] != "completed":
+                    raise RuntimeError(f"task {task_id} ended {task['status']}: {task['error']}")
+                return task
+            time.sleep(0.02)
+        raise TimeoutError(f"task {task_id} did not finish in {timeout}s")
+
+    def worker_children(self) -> list[psutil.Process]:
+        found = []
+        for worker in self.service.workers:
+            with suppress(psutil.Error):
+                found += psutil.Process(worker.pid).children(recursive=True)
+        return found
+
+    def api_process(self) -> psutil.Process:
+        return psutil.Process(self.service.api.pid)
+
+    def set_workers(self, count: int) -> None:
+        while len(self.service.workers) > count:
+            self.service.workers.pop().stop()
+        while len(self.service.workers) < count:
+            self.service.start_worker()
+        time.sleep(1.0)  # let new workers connect and start polling
+
+
+@contextmanager
+def bench_env(workers: int = 1) -> Iterator[BenchEnv]:
+    workdir = Path(tempfile.mkdtemp(prefix="tusd-bench-"))
+    redis = RedisProcess(workdir / "redis", port=free_port(), persistent=False)
+    redis_url = redis.start()
+    service = start_service(
+        workdir / "service",
+        redis_url,
+        workers=workers,
+        log_level="warning",
+        max_pending_uploads="10000",
+        max_pending_bytes=str(1 << 40),
+        event_log_size="10000",
+        max_event_streams="100",
+    )
+    sink_port = free_port()
+    (workdir / "sink").mkdir()
+    sink = ServiceProcess(
+        "sink",
+        {"BENCH_SINK_DIR": str(workdir / "sink")},
+        workdir / "sink.log",
+        command=[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.sink:app",
+            "--port",
+            str(sink_port),
+            "--log-level",
+            "warning",
+        ],
+    ).start()
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    try:
+        _wait_for(sink_url)
+        yield BenchEnv(workdir, redis, service, sink_url, sink, service.register())
+    finally:
+        sink.stop()
+        service.stop()
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.put(url, content=b"")
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
