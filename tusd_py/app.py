@@ -82,7 +82,11 @@ def create_app(settings: Settings) -> Starlette:
 
     processing = processing_services(settings, redis)
     tus = build_tus(
-        settings, redis, on_complete=processing.submit_upload, check_metadata=processing.check_metadata
+        settings,
+        redis,
+        on_complete=processing.submit_upload,
+        check_metadata=processing.check_metadata,
+        on_terminate=processing.cancel_upload,
     )
 
     @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ def build_tus(
     *,
     on_complete: Callable[[UploadInfo], Awaitable[None]],
     check_metadata: Callable[[dict[str, str]], None],
+    on_terminate: Callable[[UploadInfo], Awaitable[None]] | None = None,
 ) -> TusHandler:
     """The tus handler for the API; mount ``handler.routes`` and run
     ``handler.sweep_expired()`` now and then.
@@ -35,7 +36,8 @@ def build_tus(
     they never become tasks themselves (tus-js-client's parallel uploads send
     the metadata with the final upload only), the final upload is checked.
     ``on_complete`` runs once per finished upload; if it raises, the client's
-    request answers 500 and its retry runs it again.
+    request answers 500 and its retry runs it again. ``on_terminate`` runs after
+    the owner DELETEd an upload (its bytes are gone).
     """
 
     async def authenticate(request: Request) -> str | None:
@@ -58,7 +60,12 @@ def build_tus(
     return TusHandler(
         FileStore(settings.uploads_dir),
         RedisLocker(redis),
-        Hooks(authenticate=authenticate, pre_create=pre_create, post_finish=post_finish),
+        Hooks(
+            authenticate=authenticate,
+            pre_create=pre_create,
+            post_finish=post_finish,
+            post_terminate=on_terminate,
+        ),
         max_size=settings.max_upload_size,
         expiry_seconds=settings.upload_expiry,
         trust_proxy=settings.trust_proxy,

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from processing.config import ProcessingConfig
 from processing.events import EventLog
-from processing.jobs import submit_task
+from processing.jobs import cancel_task, submit_task
 from processing.operations import validate_operation
 from processing.tasks import TaskStore, filename_from_metadata
 from processing.worker import event_log_for
@@ -68,6 +68,12 @@ class ProcessingServices:
             operation=validate_operation(upload.metadata, self.config.enable_fault_operations),
             max_attempts=self.config.max_tries,
         )
+
+    async def cancel_upload(self, upload: UploadInfo) -> None:
+        """The termination hook: a deleted upload's task can no longer run; cancel it."""
+        task = await self.tasks.get_for(upload.id, upload.owner)
+        if task is not None and not task.status.is_final:
+            await cancel_task(self.tasks, self.arq, task)
 
 
 def processing_services(settings: Settings, redis: Redis) -> ProcessingServices:

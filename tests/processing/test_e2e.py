@@ -392,3 +392,13 @@ def test_worker_killed_with_sigkill_mid_job_recovers(
         result = api.get(f"/tasks/{task_id}/result")
         assert result.content == payload
     assert not processes_of(task_id)
+
+
+def test_deleting_the_upload_cancels_its_task(live: Service, user: User) -> None:
+    task_id = upload(live, user, b"s" * 1000, "fault-slow")
+    with live.client(user) as api:
+        wait_task(api, task_id, lambda t: t["status"] == "processing")
+        deleted = api.delete(f"/files/{task_id}", headers={"Tus-Resumable": "1.0.0"})
+        assert deleted.status_code == 204
+        task = wait_task(api, task_id)
+    assert task["status"] == "cancelled"
