@@ -104,3 +104,14 @@ def test_api_role_needs_a_redis_url() -> None:
     )
     assert result.returncode != 0
     assert "TUSD_PY_REDIS_URL" in result.stderr
+
+
+def test_serve_without_a_redis_binary_says_how_to_get_one(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "TUSD_PY_REDIS_URL"}
+    environ.update(PATH=str(tmp_path), TUSD_PY_DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "-m", "tusd_py", "serve"], env=environ, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "redis-server" in result.stderr and "TUSD_PY_REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
