@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += SCENARIOS[name](env, args.scale)
     print_table(rows)
     if not args.no_write:
-        write_markdown(rows, "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]))
+        arguments = shlex.join(argv if argv is not None else sys.argv[1:])
+        write_markdown(rows, f"python -m bench {arguments}".strip() + "  (or: make bench)")
     return 0 if all(row.met is not False for row in rows) else 1
 
 

@@ -48,6 +48,29 @@ class Row:
         ]
 
 
+READING = """
+## Reading the figures
+
+- **Ingest**: each mode is measured against the sink doing the same requests (one PUT,
+  or 8 MiB PUTs), so the ratio is the cost of the tus work per request (bearer check,
+  Redis lock, offset check, expiry) and not of HTTP as such. A single tus PATCH can beat
+  the sink: the handler batches the body into 1 MiB writes done in a worker thread while
+  the event loop receives the next chunk, where the bare sink writes inline.
+- **Concurrent uploads**: memory growth stays flat because bodies are streamed; PATCH
+  latency is the time to move 1 MiB while 31 other clients share two cores.
+- **Processing**: enqueue-to-completed includes the queue, the child's start and the
+  final rename; the transformation itself dominates at 100 MB.
+- **Queue latency**: a worker looks at the queue every `TUSD_PY_WORKER_POLL_INTERVAL`
+  (50 ms), the floor ARQ itself shows; "completed" adds starting a fresh Python child
+  (about 75 ms of CPU here).
+- **Small tasks**: every task starts a fresh interpreter in its own process group (so it
+  can be killed cleanly); at about 75 ms of CPU each, two cores cap the machine near 25
+  tasks/s, so a second worker process on the same two cores adds little. More cores or
+  more machines scale it.
+- **Job memory**: the child streams in 64 KiB chunks; its peak RSS is the interpreter's,
+  the same for 1 KB and 100 MB.
+"""
+
 HEADERS = ["scenario", "metric", "value", "baseline (same run)", "ratio", "target", "note"]
 
 
@@ -85,7 +108,7 @@ def write_markdown(rows: list[Row], command: str, path: Path = RESULTS) -> None:
         "|" + "---|" * len(HEADERS),
     ]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row.cells()) + " |" for row in rows]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + READING)
 
 
 def _cores() -> int:
