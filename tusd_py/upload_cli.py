@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,13 @@ def _upload_one(args: argparse.Namespace, headers: dict[str, str], path: Path, p
     return str(uploader.url).rstrip("/").rsplit("/", 1)[-1]
 
 
+def _attachment_name(disposition: str) -> str:
+    """The ASCII ``filename`` of a Content-Disposition, reduced to a bare file name."""
+    match = re.search(r'filename="([^"]*)"', disposition)
+    name = Path(match.group(1)).name if match else ""
+    return name.lstrip(".") or "result"
+
+
 def _wait_and_download(args: argparse.Namespace, headers: dict[str, str], task_id: str) -> bool:
     while True:
         task = requests.get(f"{args.url}/tasks/{task_id}", headers=headers, timeout=30).json()
@@ -98,7 +106,9 @@ def _wait_and_download(args: argparse.Namespace, headers: dict[str, str], task_i
         f"{args.url}/tasks/{task_id}/result", headers=headers, stream=True, timeout=30
     ) as response:
         response.raise_for_status()
-        target = args.output_dir / f"{task_id}-{task.get('filename') or 'result'}"
+        target = (
+            args.output_dir / f"{task_id}-{_attachment_name(response.headers.get('content-disposition', ''))}"
+        )
         with target.open("wb") as out:
             for chunk in response.iter_content(1024 * 1024):
                 out.write(chunk)
