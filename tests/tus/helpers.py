@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +94,30 @@ def error_of(response: httpx.Response) -> str:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     return str(body["error"]["code"])
+
+
+def tuspy_snippet(
+    files_url: str, token: str, path: Path, db: Path, *, pace: float, filename: str, checksum: bool = False
+) -> str:
+    """A tuspy client for its own process: resumes through FileStorage, one 1 MiB chunk at a
+    time, printing its URL and starting offset, then ``done``."""
+    return textwrap.dedent(
+        f"""
+        import time
+        from tusclient import client
+        from tusclient.storage.filestorage import FileStorage
+
+        tus = client.TusClient({files_url!r}, headers={{"Authorization": "Bearer {token}"}})
+        uploader = tus.uploader(
+            {str(path)!r}, chunk_size=1024 * 1024, store_url=True, url_storage=FileStorage({str(db)!r}),
+            metadata={{"filename": {filename!r}}}, upload_checksum={checksum!r},
+        )
+        if not uploader.url:
+            uploader.set_url(uploader.create_url())
+        print(uploader.url, uploader.offset, flush=True)
+        while uploader.offset < uploader.stop_at:
+            uploader.upload_chunk()
+            time.sleep({pace})
+        print("done", flush=True)
+        """
+    )

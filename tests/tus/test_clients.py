@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from tusclient.exceptions import TusUploadFailed
 from tusclient.uploader import Uploader
 
 from tests.tus.conftest import REPO, TusServer
-from tests.tus.helpers import file_size, wait_for
+from tests.tus.helpers import file_size, tuspy_snippet, wait_for
 from tests.tus.test_http import finished_runs
 
 MiB = 1024 * 1024
@@ -30,27 +29,7 @@ def big_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iter
 
 
 def client_snippet(server: TusServer, owner: str, path: Path, db: Path, *, pace: float) -> str:
-    """A tuspy client in its own process: resumes through FileStorage, chunk by chunk."""
-    return textwrap.dedent(
-        f"""
-        import time
-        from tusclient import client
-        from tusclient.storage.filestorage import FileStorage
-
-        tus = client.TusClient({server.files_url!r}, headers={{"Authorization": "Bearer {owner}"}})
-        uploader = tus.uploader(
-            {str(path)!r}, chunk_size=1024 * 1024, store_url=True,
-            url_storage=FileStorage({str(db)!r}), metadata={{"filename": "big.bin"}},
-        )
-        if not uploader.url:
-            uploader.set_url(uploader.create_url())
-        print(uploader.url, uploader.offset, flush=True)
-        while uploader.offset < uploader.stop_at:
-            uploader.upload_chunk()
-            time.sleep({pace})
-        print("done", flush=True)
-        """
-    )
+    return tuspy_snippet(server.files_url, owner, path, db, pace=pace, filename="big.bin")
 
 
 def test_tuspy_resumes_a_killed_upload_from_a_fresh_process(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,17 @@ import httpx
 
 from tests.support import Service, User
 from tests.tus.conftest import OCTETS, REPO, TUS
-from tests.tus.helpers import backdate, create, error_of, file_size, metadata, offset_of, patch, wait_for
+from tests.tus.helpers import (
+    backdate,
+    create,
+    error_of,
+    file_size,
+    metadata,
+    offset_of,
+    patch,
+    tuspy_snippet,
+    wait_for,
+)
 
 MiB = 1024 * 1024
 MAX = 104_857_600
@@ -148,27 +157,8 @@ def test_per_user_caps_are_429(service_factory: Callable[..., Service]) -> None:
         create(client, 900)
 
 
-def tuspy_snippet(base_url: str, token: str, path: Path, db: Path, pace: float) -> str:
-    return textwrap.dedent(
-        f"""
-        import time
-        from tusclient import client
-        from tusclient.storage.filestorage import FileStorage
-
-        tus = client.TusClient({base_url + "/files/"!r}, headers={{"Authorization": "Bearer {token}"}})
-        uploader = tus.uploader(
-            {str(path)!r}, chunk_size=1024 * 1024, store_url=True, url_storage=FileStorage({str(db)!r}),
-            metadata={{"filename": "data.bin"}}, upload_checksum=True,
-        )
-        if not uploader.url:
-            uploader.set_url(uploader.create_url())
-        print(uploader.url, uploader.offset, flush=True)
-        while uploader.offset < uploader.stop_at:
-            uploader.upload_chunk()
-            time.sleep({pace})
-        print("done", flush=True)
-        """
-    )
+def service_client_snippet(base_url: str, token: str, path: Path, db: Path, pace: float) -> str:
+    return tuspy_snippet(base_url + "/files/", token, path, db, pace=pace, filename="data.bin", checksum=True)
 
 
 def test_kill_9_of_the_api_mid_upload_then_resume_with_tuspy(
@@ -179,7 +169,7 @@ def test_kill_9_of_the_api_mid_upload_then_resume_with_tuspy(
     source = tmp_path / "data.bin"
     source.write_bytes(os.urandom(12 * MiB))
     db = tmp_path / "urls.json"
-    code = tuspy_snippet(service.base_url, user.access_token, source, db, pace=0.05)
+    code = service_client_snippet(service.base_url, user.access_token, source, db, pace=0.05)
     first = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout is not None
@@ -197,7 +187,11 @@ def test_kill_9_of_the_api_mid_upload_then_resume_with_tuspy(
     assert 4 * MiB <= offset < 12 * MiB
     assert data_file(service, url).read_bytes() == source.read_bytes()[:offset]
     second = subprocess.run(
-        [sys.executable, "-c", tuspy_snippet(service.base_url, user.access_token, source, db, pace=0)],
+        [
+            sys.executable,
+            "-c",
+            service_client_snippet(service.base_url, user.access_token, source, db, pace=0),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

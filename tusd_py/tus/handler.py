@@ -104,27 +104,12 @@ class TusHandler:
         terminates = isinstance(store, Terminater)
         self._member_methods = ("HEAD", "PATCH", *(("DELETE",) if terminates else ()), "OPTIONS")
         self.routes: list[BaseRoute] = [
-            Route(
-                self.base_path,
-                self.collection,
-                methods=_ROUTE_METHODS,
-                name="tus_collection",
-                max_body_size=_NO_BODY_LIMIT,
-            ),
-            Route(
-                self.base_path + "/",
-                self.collection,
-                methods=_ROUTE_METHODS,
-                name="tus_collection_slash",
-                max_body_size=_NO_BODY_LIMIT,
-            ),
-            Route(
-                self.base_path + "/{upload_id}",
-                self.member,
-                methods=_ROUTE_METHODS,
-                name="tus_upload",
-                max_body_size=_NO_BODY_LIMIT,
-            ),
+            Route(path, endpoint, methods=_ROUTE_METHODS, name=name, max_body_size=_NO_BODY_LIMIT)
+            for path, endpoint, name in (
+                (self.base_path, self.collection, "tus_collection"),
+                (self.base_path + "/", self.collection, "tus_collection_slash"),
+                (self.base_path + "/{upload_id}", self.member, "tus_upload"),
+            )
         ]
 
     # -- entry points ------------------------------------------------------------------------
