@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 
 from processing.operations import get_operation
 
@@ -62,6 +61,8 @@ def run(operation: str, source: str, target: str) -> int:
         message = f"I/O error: {exc.strerror or type(exc).__name__}"
     except Exception as exc:
         message = f"operation failed ({type(exc).__name__})"
+    import traceback  # only on failure: it costs a tenth of the child's start-up
+
     traceback.print_exc(file=sys.stderr)
     sys.stdout.write(f"E {message}\n")
     sys.stdout.flush()

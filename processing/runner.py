@@ -61,7 +61,23 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _child_environment(attempt: int) -> dict[str, str]:
+def child_command(operation: str, source: Path, target: Path) -> list[str]:
+    """How a try's child is started (the benchmark starts it the same way)."""
+    return [
+        sys.executable,
+        "-P",  # never import from the worker's working directory
+        # No site-packages: the child needs only the stdlib and this package (found
+        # through PYTHONPATH), and skipping site shortens its start-up.
+        "-S",
+        "-m",
+        "processing.child",
+        operation,
+        str(source),
+        str(target),
+    ]
+
+
+def child_environment(attempt: int) -> dict[str, str]:
     """The worker's environment minus its own settings (secrets among them), plus the
     try number, and a PYTHONPATH that finds this very ``processing`` package."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUSD_PY_")}
@@ -108,19 +124,13 @@ async def run_operation(
     """
     spawn = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
-            sys.executable,
-            "-P",  # never import from the worker's working directory
-            "-m",
-            "processing.child",
-            operation,
-            str(source),
-            str(target),
+            *child_command(operation, source, target),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # tracebacks go to the worker's log
             start_new_session=True,
             preexec_fn=functools.partial(_die_with_parent, os.getpid()),
-            env=_child_environment(attempt),
+            env=child_environment(attempt),
         )
     )
     try:

@@ -24,6 +24,7 @@ from arq.connections import RedisSettings, create_pool
 from bench.harness import BenchEnv, parse_time, percentile, text_file
 from bench.report import Row
 from processing.config import ProcessingConfig
+from processing.runner import child_command, child_environment
 from tests.support import ServiceProcess
 
 POLL_DELAY = ProcessingConfig.__dataclass_fields__["poll_delay"].default
@@ -123,15 +124,13 @@ def arq_floor(env: BenchEnv, count: int) -> list[float]:
 
 
 def child_seconds(source: Path, target: Path, count: int = 20) -> list[float]:
-    """Starting the job's child process by hand on a 1 KB file: the floor of the work itself."""
+    """Starting the job's child process by hand (as the runner does) on a 1 KB file: the
+    floor of the work itself."""
     runs = []
     for _ in range(count):
         started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "processing.child", "uppercase", str(source), str(target)],
-            check=False,
-            capture_output=True,
-        )
+        command = child_command("uppercase", source, target)
+        subprocess.run(command, env=child_environment(1), check=False, capture_output=True)
         runs.append(time.perf_counter() - started)
     return runs
 
