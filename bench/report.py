@@ -58,8 +58,9 @@ READING = """
   the event loop receives the next chunk, where the bare sink writes inline.
 - **Concurrent uploads**: memory growth stays flat because bodies are streamed; PATCH
   latency is the time to move 1 MiB while 31 other clients share two cores.
-- **Processing**: enqueue-to-completed includes the queue, the child's start and the
-  final rename; the transformation itself dominates at 100 MB.
+- **Processing**: enqueue-to-completed includes the queue (about 25 ms), the child's start
+  (about 50 ms), and the fsync and rename of the result, a durability the in-process floor
+  does not pay; the transformation itself dominates at 100 MB. Median of three runs each.
 - **Queue latency**: a worker looks at the queue every `TUSD_PY_WORKER_POLL_INTERVAL`
   (50 ms), the floor ARQ itself shows; "completed" adds starting a fresh Python child
   (about 75 ms of CPU here).
