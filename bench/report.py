@@ -60,11 +60,12 @@ READING = """
   latency is the time to move 1 MiB while 31 other clients share two cores.
 - **Processing**: enqueue-to-completed includes the queue (about 25 ms), the child's start
   (about 50 ms), and the fsync and rename of the result, a durability the in-process floor
-  does not pay; the transformation itself dominates at 100 MB. Median of three runs each.
-  Profiled by hand (`processing.child` against the function in a fresh interpreter and in
-  a warm one, 100 MB, several runs): the same function takes 0.6-0.8 s in a fresh process
-  and 0.43-0.75 s in the long-lived bench process, so the ratio moved between 0.70 and
-  1.10 over the runs of one day; start-up, fsync and the queue add about 0.13 s.
+  does not pay; the transformation itself dominates at 100 MB. Median of five interleaved runs each.
+  Profiled by hand (the function over 100 MB in fresh interpreters, four passes each,
+  several rounds): the same code took 0.48 to 0.81 s from one round to the next with
+  under 2,500 page faults and no fsync stall, i.e. the machine's own noise (a shared
+  2-core VM), so single runs of this ratio have ranged from 0.47 to 1.10; start-up,
+  fsync and the queue add about 0.13 s to the worker's side.
 - **Queue latency**: a worker looks at the queue every `TUSD_PY_WORKER_POLL_INTERVAL`
   (50 ms), the floor ARQ itself shows; "completed" adds starting a fresh Python child
   (about 75 ms of CPU here).

@@ -15,7 +15,7 @@ import httpx
 from bench.harness import BenchEnv, MiB, file_chunks, median, text_file
 from bench.report import Row
 
-REPEATS = 3
+REPEATS = 5
 TARGET = 0.9
 
 

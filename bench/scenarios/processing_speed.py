@@ -10,7 +10,7 @@ from bench.report import Row
 from processing.operations import get_operation
 
 TARGET = 0.7
-REPEATS = 3
+REPEATS = 5
 
 
 def in_process_seconds(source: Path, target: Path) -> float:
