@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     if not args.no_write:
         arguments = shlex.join(argv if argv is not None else sys.argv[1:])
-        write_markdown(rows, f"python -m bench {arguments}".strip() + "  (or: make bench)")
+        write_markdown(rows, f"python -m bench {arguments}".strip())
     return 0 if all(row.met is not False for row in rows) else 1
 
 

@@ -104,7 +104,7 @@ def write_markdown(rows: list[Row], command: str, path: Path = RESULTS) -> None:
         f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
         f"- CPU: {cpu_name()} ({_cores()} cores)",
         f"- Python: {sys.version.split()[0]} on {platform.platform()}",
-        f"- reproduce: `{command}`",
+        f"- reproduce: `{command}` (from the venv; `make bench` runs them all)",
         "",
         "Every figure stands beside a baseline measured in the same run on the same machine;",
         "the ratio is value / baseline. Absolute numbers move from run to run on a shared",
