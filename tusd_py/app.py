@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> Starlette:
         *events_api.routes,
     ]
     middleware = [
-        Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+        Middleware(MetricsMiddleware, metrics=metrics),
         Middleware(
             StrictCORSMiddleware,
             allow_origins=list(settings.cors_origins),
