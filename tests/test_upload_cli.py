@@ -12,12 +12,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import requests
 
-from tests.support import Service, User
+from tests.support import Service, User, free_port
+from tusd_py.client import tasks
+from tusd_py.client.session import Session
 
 CLI_ENV = {k: v for k, v in os.environ.items() if not k.startswith("TUSD_PY_")}
 
@@ -168,9 +173,7 @@ def test_unknown_operation_shows_the_servers_explanation(live: Service, user: Us
     assert stored_urls(tmp_path) == []
 
 
-def test_unreachable_server_says_so(user: User, tmp_path: Path) -> None:
-    from tests.support import free_port
-
+def test_unreachable_server_says_so(tmp_path: Path) -> None:
     source = tmp_path / "a.txt"
     source.write_text("x")
     nowhere = f"http://127.0.0.1:{free_port()}"
@@ -291,3 +294,94 @@ def test_token_is_renewed_when_it_expires_mid_upload(service_factory, tmp_path: 
     assert process.returncode == 0, stderr
     assert task_ids(stdout) == [upload_url.rsplit("/", 1)[-1]]
     assert saved_results(stdout)[0].read_bytes() == source.read_bytes().upper()
+
+
+class RecordingSession(Session):
+    """Our real session, noting which API paths it asked for."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self.paths: list[str] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.paths.append(path)
+        return super().request(method, path, **kwargs)
+
+
+def test_wait_follows_the_task_through_its_event_stream(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = service_factory(workers=0)  # the task stays queued until we start a worker
+    owner = server.register()
+    source = tmp_path / "events.txt"
+    source.write_text("followed over server-sent events\n" * 20_000)
+    uploaded = run_cli(server, owner, tmp_path, str(source))
+    assert uploaded.returncode == 0, uploaded.stderr
+    task_id = task_ids(uploaded.stdout)[0]
+
+    session = RecordingSession(server.base_url)
+    session.use_token(owner.access_token)
+    seen: list[tuple[str, float]] = []
+    outcome: list[tasks.Task] = []
+    follower = threading.Thread(
+        target=lambda: outcome.append(
+            tasks.follow(session, task_id, lambda task: seen.append((task["status"], task["progress"])))
+        )
+    )
+    follower.start()
+    deadline = time.monotonic() + 30
+    while f"/tasks/{task_id}/events" not in session.paths:  # subscribed while still queued
+        assert time.monotonic() < deadline and follower.is_alive()
+        time.sleep(0.01)
+    server.start_worker()
+    follower.join(60)
+    assert outcome and (outcome[0]["status"], outcome[0]["progress"]) == ("completed", 1.0)
+    assert seen[0] == ("queued", 0.0) and seen[-1] == ("completed", 1.0)
+    assert "processing" in [status for status, _ in seen]
+    progress = [fraction for _, fraction in seen]
+    assert progress == sorted(progress)  # the bar only moves forward
+    assert session.paths == ["/auth/me", f"/tasks/{task_id}", f"/tasks/{task_id}/events"]  # no polling
+
+
+def test_wait_polls_when_the_event_stream_is_refused(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = service_factory(workers=0, max_event_streams="1")
+    owner = server.register()
+    source = tmp_path / "polled.txt"
+    source.write_text("polled instead\n" * 1000)
+    uploaded = run_cli(server, owner, tmp_path, str(source))
+    assert uploaded.returncode == 0, uploaded.stderr
+    task_id = task_ids(uploaded.stdout)[0]
+    task_path, events_path = f"/tasks/{task_id}", f"/tasks/{task_id}/events"
+    session = RecordingSession(server.base_url)
+    session.use_token(owner.access_token)
+    outcome: list[tasks.Task] = []
+    follower = threading.Thread(
+        target=lambda: outcome.append(tasks.follow(session, task_id, lambda task: None))
+    )
+    with (
+        httpx.Client(base_url=server.base_url, headers=owner.headers, timeout=30) as other,
+        other.stream("GET", "/events") as held,  # the user's one allowed stream is taken
+    ):
+        assert held.status_code == 200
+        follower.start()
+        deadline = time.monotonic() + 30
+        while session.paths[-2:] != [events_path, task_path]:  # refused (429), now polling
+            assert time.monotonic() < deadline and follower.is_alive(), session.paths
+            time.sleep(0.01)
+    server.start_worker()
+    follower.join(60)
+    assert outcome and outcome[0]["status"] == "completed"
+    assert session.paths[: session.paths.index(events_path)] == ["/auth/me", task_path]
+    assert set(session.paths[session.paths.index(events_path) + 1 :]) == {task_path}
+
+
+def test_a_failed_task_is_reported_with_its_error(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = service_factory(workers=1, max_retries="0", enable_fault_operations="true")
+    owner = server.register()
+    source = tmp_path / "doomed.txt"
+    source.write_text("x\n")
+    result = run_cli(server, owner, tmp_path, str(source), "--operation", "fault-crash", "--wait")
+    assert result.returncode == 1
+    task_id = task_ids(result.stdout)[0]
+    error = httpx.get(f"{server.base_url}/tasks/{task_id}", headers=owner.headers).json()["error"]
+    assert error
+    assert f"doomed.txt: task {task_id} failed: {error}" in result.stderr.splitlines()
+    assert saved_results(result.stdout) == []

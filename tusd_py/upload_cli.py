@@ -263,11 +263,12 @@ def _interrupted_line(standing: Standing, waiting: bool) -> str:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, soft_wrap=True)  # one message, one line, in logs too
+    # One message, one line, in logs too; file names and server messages are text, not markup.
+    console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
     standing = Standing()
     waiting = False
     columns = (
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TaskProgressColumn(),
         DownloadColumn(),
@@ -292,7 +293,10 @@ def run_upload(args: argparse.Namespace) -> int:
         if args.wait:
             waiting = True
             with Progress(
-                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                TaskProgressColumn(),
+                console=console,
             ) as progress:
                 for path, task_id in done:
                     standing.name = path.name
