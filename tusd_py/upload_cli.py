@@ -50,7 +50,7 @@ def _tus(call: Callable[[], T]) -> T:
     try:
         return call()
     except requests.RequestException as exc:
-        raise TusCommunicationError(str(exc)) from None
+        raise TusCommunicationError(exc) from None  # as tuspy itself wraps them: the cause is args[0]
 
 
 def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +137,8 @@ class FileUpload:
 
     def _fail(self, exc: TusCommunicationError, doing: str) -> ClientError:
         if exc.status_code is None:
-            return unreachable(self.session.base_url, exc)
+            cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+            return unreachable(self.session.base_url, cause)
         return ClientError(f"{doing}: {server_message(exc.status_code, exc.response_content)}")
 
     def _uploader(self, url: str | None) -> Uploader:
@@ -198,14 +199,18 @@ class FileUpload:
         standing.phase, standing.offset = "uploading", uploader.offset
         bar = progress.add_task(self.path.name, total=key.file.size, completed=uploader.offset)
         failures = 0
+        refreshed = False
         while uploader.offset < key.file.size:
             self.session.refresh_if_due()
             try:
                 _tus(uploader.upload_chunk)
-                failures = 0
+                failures, refreshed = 0, False
             except TusCommunicationError as exc:
-                if exc.status_code == 401:
+                if exc.status_code == 401 and not refreshed:
                     self.session.refresh()  # raises, with what to do, when it cannot
+                    refreshed = True
+                elif exc.status_code == 401:
+                    raise self._fail(exc, "the server refused the renewed token") from None
                 elif exc.status_code in GONE:
                     self.store.remove(key)
                     raise self._fail(
