@@ -385,3 +385,31 @@ def test_a_failed_task_is_reported_with_its_error(service_factory, tmp_path: Pat
     assert error
     assert f"doomed.txt: task {task_id} failed: {error}" in result.stderr.splitlines()
     assert saved_results(result.stdout) == []
+
+
+def test_ctrl_c_while_waiting_and_the_same_command_waits_again(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = service_factory(workers=0)  # the task stays queued: the CLI is waiting when we interrupt it
+    owner = server.register()
+    source = tmp_path / "later.txt"
+    source.write_text("results come later\n")
+    command = cli_command(server, owner, tmp_path, str(source), "--wait")
+    waiting = subprocess.Popen(
+        command, env=CLI_ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert waiting.stdout is not None
+    task_line = waiting.stdout.readline()  # printed once the upload is complete, before waiting
+    assert ": task " in task_line, task_line
+    waiting.send_signal(signal.SIGINT)
+    rest, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130
+    assert [line for line in stderr.splitlines() if line.startswith("interrupted")] == [
+        "interrupted while waiting for later.txt's task; the uploads are done: "
+        "run the same command again to wait for the results"
+    ]
+    assert saved_results(rest) == []
+
+    server.start_worker()
+    again = run_cli(server, owner, tmp_path, str(source), "--wait")
+    assert again.returncode == 0, again.stderr
+    assert task_ids(again.stdout) == task_ids(task_line)
+    assert saved_results(again.stdout)[0].read_text() == "RESULTS COME LATER\n"

@@ -293,10 +293,10 @@ def run_upload(args: argparse.Namespace) -> int:
                     ok = False
                     continue
                 done.append((path, task_id))
+        waiting = bool(args.wait)  # before the task lines: a Ctrl-C after them is "while waiting"
         for path, task_id in done:
             print(f"{path.name}: task {task_id}: {session.base_url}/tasks/{task_id}", flush=True)
         if args.wait:
-            waiting = True
             with Progress(
                 TextColumn("{task.description}", markup=False),
                 BarColumn(),
