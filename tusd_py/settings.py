@@ -111,7 +111,7 @@ class Settings:
         None,
         "HS256 key (>= 32 bytes); unset: generated once into DATA_DIR/jwt.secret (0600).",
     )
-    access_token_ttl: int = _env(_int(30, 86400), 900, "Lifetime of an access token, seconds.")
+    access_token_ttl: int = _env(_int(2, 86400), 900, "Lifetime of an access token, seconds.")
     refresh_token_ttl: int = _env(_int(60), 30 * 86400, "Lifetime of a refresh token family, seconds.")
     cors_origins: tuple[str, ...] = _env(
         _csv, (), "Comma-separated browser origins allowed to call the API ('*' for any)."
