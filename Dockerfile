@@ -7,7 +7,7 @@
 # A Debian base has `python3` but no `python` and is PEP 668 ("externally managed"),
 # so everything goes into a venv, which the runtime stage copies whole.
 ARG BASE_IMAGE=python:3.11-slim
-ARG NODE_IMAGE=node:20-slim
+ARG NODE_IMAGE=node:24-slim
 
 # --- console-assets: `npm ci` in the web console's npm folder --------------------
 # CONSOLE_DIR is that folder; until the console lands it is the only npm folder the
