@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JS     := tests/js/node_modules/.installed
 
-.PHONY: install run test lint format bench clean js-clients
+.PHONY: install run test lint format bench clean js-clients test-containers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,14 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --no-color Dockerfile tests/containers/*.Containerfile
 
 test: lint js-clients
 	$(BIN)/pytest
+
+# Builds the image and runs docker-compose.yml with podman (minutes; root, podman, runc, debootstrap).
+test-containers: $(STAMP)
+	tests/containers/run.sh
 
 format: $(STAMP)
 	$(BIN)/ruff format .
