@@ -7,6 +7,8 @@ is refused with 401 before the route runs — before any upload byte is read.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -14,9 +16,12 @@ from starlette.authentication import (
     BaseUser,
 )
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from auth.tokens import AccessClaims, InvalidToken, TokenService
+
+ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], Response]
+"""``(status, code, message, headers) -> Response``: the application's JSON error renderer."""
 
 
 class AuthenticatedUser(BaseUser):
@@ -37,8 +42,23 @@ class AuthenticatedUser(BaseUser):
 
 
 class BearerBackend(AuthenticationBackend):
-    def __init__(self, tokens: TokenService) -> None:
+    """Verifies ``Authorization: Bearer``; :meth:`on_error` renders its refusals.
+
+    ``render_error`` is the application's error renderer, so a refused token looks like
+    every other error. ``path_headers`` maps a path prefix to headers its refusals carry
+    (the app gives the tus mount its ``Tus-Resumable``), so this module knows no route.
+    """
+
+    def __init__(
+        self,
+        tokens: TokenService,
+        *,
+        render_error: ErrorRenderer,
+        path_headers: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self._tokens = tokens
+        self._render_error = render_error
+        self._path_headers = dict(path_headers or {})
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
@@ -53,10 +73,11 @@ class BearerBackend(AuthenticationBackend):
             raise AuthenticationError("invalid or expired token") from None
         return AuthCredentials(["authenticated"]), AuthenticatedUser(claims)
 
-
-def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-    if conn.url.path.startswith("/files"):
-        headers["Tus-Resumable"] = "1.0.0"
-    body = {"error": {"code": "unauthorized", "message": str(exc)}}
-    return JSONResponse(body, status_code=401, headers=headers)
+    def on_error(self, conn: HTTPConnection, exc: AuthenticationError) -> Response:
+        """``AuthenticationMiddleware(on_error=backend.on_error)``: 401 JSON, not Starlette's
+        400 text."""
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        for prefix, extra in self._path_headers.items():
+            if conn.url.path.startswith(prefix):
+                headers.update(extra)
+        return self._render_error(401, "unauthorized", str(exc), headers)

@@ -50,12 +50,10 @@ class ApiError(HTTPException):
 def error_response(
     status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    """The one JSON error renderer: the exception handlers, CORS refusals, ``/readyz`` and
+    the bearer backend (handed it by the app) all answer through it."""
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
-
-
-def unauthorized(message: str = "authentication required") -> JSONResponse:
-    return error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
