@@ -12,12 +12,12 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import FAST_ARGON2, ServiceProcess, free_port
+from tests.support import FAST_ARGON2, ChildProcess, free_port, tusd_py_process
 
 PASSWORD = "correct horse battery"
 
 
-def start_serve(data_dir: Path, port: int) -> tuple[ServiceProcess, str]:
+def start_serve(data_dir: Path, port: int) -> tuple[ChildProcess, str]:
     env = {
         "TUSD_PY_DATA_DIR": str(data_dir),
         "TUSD_PY_PORT": str(port),
@@ -26,7 +26,7 @@ def start_serve(data_dir: Path, port: int) -> tuple[ServiceProcess, str]:
         **FAST_ARGON2,
     }
     environ = {k: v for k, v in os.environ.items() if k != "TUSD_PY_REDIS_URL"}
-    service = ServiceProcess("serve", {**environ, **env}, data_dir / "serve.log")
+    service = tusd_py_process("serve", {**environ, **env}, data_dir / "serve.log", inherit_env=False)
     service.start()
     base_url = f"http://127.0.0.1:{port}"
     service.wait_http(base_url + "/readyz", timeout=30)
@@ -57,7 +57,7 @@ def test_serve_keeps_users_across_restarts_and_leaves_no_orphans(tmp_path: Path,
         assert registered.status_code == 201
 
         serve.kill(stop_signal)
-        assert serve.process is not None and serve.process.returncode == 0
+        assert serve.returncode == 0
         assert not [
             child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
         ]
