@@ -62,7 +62,11 @@ def run_api(settings: Settings) -> None:
     import uvicorn
 
     from tusd_py.app import create_app
+    from tusd_py.supervisor import port_problem
 
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:
+        sys.exit(f"tusd-py api: {problem}")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -96,9 +100,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"tusd-py {args.command}: set TUSD_PY_REDIS_URL (only 'tusd-py serve' embeds a Redis)")
     try:
         if args.command == "serve":
-            from tusd_py.supervisor import Supervisor
+            from tusd_py.supervisor import StartError, Supervisor
 
-            sys.exit(Supervisor(settings).run())
+            try:
+                sys.exit(Supervisor(settings).run())
+            except StartError as exc:
+                sys.exit(f"tusd-py serve: {exc}")
         if args.command == "api":
             run_api(settings)
         else:

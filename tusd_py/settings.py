@@ -61,6 +61,12 @@ def _redis_url(raw: str) -> str | None:
         return None
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    from redis.connection import parse_url  # here, not at import: settings stay a leaf
+
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be parsed ({exc})") from None
     return value
 
 
