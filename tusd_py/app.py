@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,7 +24,13 @@ from auth.backend import BearerBackend
 from auth.routes import AuthEndpoints
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
-from tusd_py.errors import error_response, http_exception_handler, unhandled_exception_handler
+from tusd_py.errors import (
+    error_response,
+    http_exception_handler,
+    redis_error_handler,
+    unavailable_response,
+    unhandled_exception_handler,
+)
 from tusd_py.events_api import EventEndpoints
 from tusd_py.health import health_routes
 from tusd_py.metrics import Metrics, MetricsMiddleware
@@ -79,7 +86,9 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
     backend = BearerBackend(
         services.tokens,
         render_error=error_response,
+        render_unavailable=unavailable_response,
         path_headers={tus.base_path: {"Tus-Resumable": TUS_VERSION}},
+        locked_paths=(tus.base_path,),
     )
     metrics = Metrics()
 
@@ -117,6 +126,7 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
         ],
         exception_handlers={
             HTTPException: http_exception_handler,
+            RedisError: redis_error_handler,
             Exception: unhandled_exception_handler,
         },
         lifespan=lifespan,

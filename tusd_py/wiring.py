@@ -36,6 +36,20 @@ from tusd_py.processing_config import processing_config
 from tusd_py.settings import Settings
 from tusd_py.tus import FileStore, Hooks, RedisLocker, RedisQuota, TusError, UploadInfo
 
+REDIS_TIMEOUT = 1.0
+"""Seconds a Redis connect or command may take before it fails (RedisError -> 503/423).
+
+A dead or stopped Redis must not hold requests: without a bound, a request waits on the
+kernel's TCP timeouts. Blocking reads (SSE) use clients of their own with longer bounds.
+"""
+
+
+def with_timeouts(url: str) -> str:
+    """``url`` with :data:`REDIS_TIMEOUT` as connect and socket timeouts, for clients that
+    are built from a URL alone (the login throttle's ``limits`` storage)."""
+    query = f"socket_timeout={REDIS_TIMEOUT}&socket_connect_timeout={REDIS_TIMEOUT}"
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
 
 @dataclass(frozen=True)
 class Services:
@@ -65,7 +79,9 @@ def jwt_secret(settings: Settings) -> bytes:
 def build_services(settings: Settings) -> Services:
     """Build every service from ``settings`` (which must name a Redis)."""
     config = processing_config(settings)  # raises without settings.redis_url
-    redis = Redis.from_url(config.redis_url)
+    redis = Redis.from_url(
+        config.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+    )
     auth_config = AuthConfig(
         secret=jwt_secret(settings),
         access_token_ttl=settings.access_token_ttl,
@@ -82,7 +98,7 @@ def build_services(settings: Settings) -> Services:
         users=UserStore(redis),
         passwords=PasswordService(settings.argon2_profile),
         tokens=TokenService(redis, auth_config),
-        throttle=LoginThrottle(config.redis_url, settings.login_rate_limit),
+        throttle=LoginThrottle(with_timeouts(config.redis_url), settings.login_rate_limit),
         tasks=tasks,
         events=events,
         arq=arq,
