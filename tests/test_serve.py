@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from tests.support import FAST_ARGON2, ChildProcess, free_port, tusd_py_process, wait_until
+from tusd_py.embedded_redis import RedisProcess
 
 PASSWORD = "correct horse battery"
 
@@ -255,3 +256,31 @@ def test_a_crashed_child_is_restarted_and_a_crash_loop_ends_serve(tmp_path: Path
     finally:
         serve.stop()
     assert logged("tusd-py serve: the worker crashed 5 times within 60 s")
+
+
+def test_serve_waits_for_a_redis_that_does_not_answer_yet(tmp_path: Path) -> None:
+    redis_port = free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k != "TUSD_PY_REDIS_URL"}
+    env = {
+        **environ,
+        "TUSD_PY_DATA_DIR": str(tmp_path / "data"),
+        "TUSD_PY_PORT": str(port),
+        "TUSD_PY_REDIS_URL": url,
+        "TUSD_PY_LOG_LEVEL": "warning",
+        **FAST_ARGON2,
+    }
+    serve = tusd_py_process("serve", env, tmp_path / "serve.log", inherit_env=False).start()
+    server = RedisProcess(tmp_path / "redis", port=redis_port, persistent=False)
+    try:
+        serve.wait_ready(lambda: "does not answer" in serve.log(), timeout=30, what="waiting for Redis")
+        assert role_processes(serve.pid, "api") == []  # nothing starts before Redis answers
+        server.start()
+        serve.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
+        log = serve.log()
+        assert log.count("does not answer") == 1, log  # one line per change, not one per try
+        assert "answers again" in log
+    finally:
+        serve.stop()
+        server.stop()
