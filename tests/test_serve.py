@@ -284,3 +284,18 @@ def test_serve_waits_for_a_redis_that_does_not_answer_yet(tmp_path: Path) -> Non
     finally:
         serve.stop()
         server.stop()
+
+
+def test_api_on_a_taken_port_says_which_setting_to_change(redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environ = {**os.environ, "TUSD_PY_REDIS_URL": redis_url, "TUSD_PY_PORT": str(port)}
+        result = subprocess.run(
+            [sys.executable, "-m", "tusd_py", "api"], env=environ, capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"tusd-py api: port {port} on 127.0.0.1 is already in use; set TUSD_PY_PORT to a free port"
+    ]
