@@ -90,6 +90,10 @@ def test_while_redis_is_unreachable_routes_answer_503_at_once_on_a_kept_connecti
                 json.dumps({"username": unique_name(), "password": "x" * 12}),
             ),
         ]
+        contract = yaml.safe_load((Path(__file__).parent.parent / "openapi.yaml").read_text())["paths"]
+        documented = {"/tasks/some-task": "/tasks/{task_id}"}
+        for method, path, _, _ in needs_redis:
+            assert "503" in contract[documented.get(path, path)][method.lower()]["responses"], path
         socket_in_use = None
         for method, path, headers, body in needs_redis:
             conn.request(method, path, body=body, headers=headers)
