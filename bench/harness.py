@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support import Service, ServiceProcess, User, free_port, start_service
+from tests.support import ChildProcess, Service, User, free_port, start_service
 from tusd_py.embedded_redis import RedisProcess
 
 MiB = 1024 * 1024
@@ -109,7 +109,7 @@ class BenchEnv:
     redis: RedisProcess
     service: Service
     sink_url: str
-    sink: ServiceProcess
+    sink: ChildProcess
     user: User
     data_dir: Path = field(init=False)
 
@@ -214,11 +214,9 @@ def bench_env(workers: int = 1) -> Iterator[BenchEnv]:
     )
     sink_port = free_port()
     (workdir / "sink").mkdir()
-    sink = ServiceProcess(
+    sink = ChildProcess(
         "sink",
-        {"BENCH_SINK_DIR": str(workdir / "sink")},
-        workdir / "sink.log",
-        command=[
+        [
             sys.executable,
             "-m",
             "uvicorn",
@@ -228,6 +226,8 @@ def bench_env(workers: int = 1) -> Iterator[BenchEnv]:
             "--log-level",
             "warning",
         ],
+        workdir / "sink.log",
+        env={"BENCH_SINK_DIR": str(workdir / "sink")},
     ).start()
     sink_url = f"http://127.0.0.1:{sink_port}"
     try:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis import Redis as SyncRedis
 
-from tests.support import Service, User, free_port, start_service
+from tests.support import RedisDatabases, Service, User, free_port, start_service
 from tusd_py.embedded_redis import RedisProcess
 
 
@@ -44,35 +42,40 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[S
     service.stop()
 
 
-_database_counter = itertools.count()
-
-
-def _spare_databases(redis_url: str) -> Iterator[str]:
-    """Databases 1-8, emptied before use: a custom service must not see the
-    shared one's ARQ queue (database 0), nor another custom service's.
-    (Processing tests use 9-14 for bare workers, the contract test 15.)"""
-    while True:
-        url = redis_url.rsplit("/", 1)[0] + f"/{1 + next(_database_counter) % 8}"
-        client = SyncRedis.from_url(url)
-        client.flushdb()
-        client.close()
-        yield url
+@pytest.fixture(scope="session")
+def redis_databases(redis_url: str) -> RedisDatabases:
+    """The pool of spare databases of the suite's Redis (see :class:`RedisDatabases`)."""
+    return RedisDatabases(redis_url)
 
 
 @pytest.fixture
-def service_factory(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Service]]:
-    """Start services with custom settings; all of them are stopped after the test."""
-    started: list[Service] = []
+def redis_database(redis_databases: RedisDatabases) -> Iterator[str]:
+    """The URL of an empty database of the suite's Redis, this test's alone."""
+    url = redis_databases.acquire()
+    yield url
+    redis_databases.release(url)
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path, redis_databases: RedisDatabases) -> Iterator[Callable[..., Service]]:
+    """Start services with custom settings, each on an empty Redis database of its own (not
+    the shared one's ARQ queue); all of them are stopped after the test."""
+    started: list[tuple[Service, str]] = []
 
     def make(*, workers: int = 0, **settings: str) -> Service:
-        url = next(_spare_databases(redis_url))
-        service = start_service(tmp_path / f"svc{len(started)}", url, workers=workers, **settings)
-        started.append(service)
+        url = redis_databases.acquire()
+        try:
+            service = start_service(tmp_path / f"svc{len(started)}", url, workers=workers, **settings)
+        except BaseException:
+            redis_databases.release(url)
+            raise
+        started.append((service, url))
         return service
 
     yield make
-    for service in started:
+    for service, url in started:
         service.stop()
+        redis_databases.release(url)
 
 
 @pytest.fixture

@@ -75,3 +75,17 @@ def test_every_variable_is_in_the_readme() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [name for name, _, _ in documented_variables() if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_help_shows_defaults_as_written_and_real_operation_names() -> None:
+    from processing.operations import REGISTRY
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tusd_py", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "TUSD_PY_TRUST_PROXY (default false)" in result.stdout
+    assert "TUSD_PY_ENABLE_FAULT_OPERATIONS (default false)" in result.stdout
+    assert "False" not in result.stdout and "True" not in result.stdout
+    faults = [name for name, op in REGISTRY.items() if op.fault]
+    assert faults and [name for name in faults if name not in result.stdout] == []

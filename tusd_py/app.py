@@ -1,8 +1,10 @@
-"""The Starlette application factory: wires auth, tus, tasks, events and docs.
+"""The Starlette application, assembled from its services.
 
-Everything a request handler needs is built here from :class:`Settings` and
-handed over through ``app.state``; nothing is kept in module globals, so the
-factory can build several independent apps (as the tests do).
+:func:`create_app` is ``assemble_app(build_services(settings), settings)``: the services
+are built in :mod:`tusd_py.wiring`, and here every endpoint gets the ones it uses through
+its constructor (as ``auth.routes.AuthEndpoints`` does), so this page shows who uses
+what. Nothing is kept in module globals or on ``app.state``: the tests build several
+independent apps, and may assemble one from services of their own.
 """
 
 from __future__ import annotations
@@ -12,30 +14,31 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 
-from auth.backend import BearerBackend, on_auth_error
-from auth.config import AuthConfig
-from auth.passwords import PasswordService
-from auth.ratelimit import LoginThrottle
+from auth.backend import BearerBackend
 from auth.routes import AuthEndpoints
-from auth.secret import load_or_create_secret
-from auth.tokens import TokenService
-from auth.users import UserStore
-from tusd_py import events_api, tasks_api
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
-from tusd_py.errors import http_exception_handler, unhandled_exception_handler
+from tusd_py.errors import (
+    error_response,
+    http_exception_handler,
+    redis_error_handler,
+    unavailable_response,
+    unhandled_exception_handler,
+)
+from tusd_py.events_api import EventEndpoints
 from tusd_py.health import health_routes
 from tusd_py.metrics import Metrics, MetricsMiddleware
 from tusd_py.periodic import every
 from tusd_py.settings import Settings
-from tusd_py.uploads import build_tus
-from tusd_py.wiring import processing_services
+from tusd_py.tasks_api import TaskEndpoints
+from tusd_py.tus import TUS_VERSION, TusHandler
+from tusd_py.wiring import Services, build_services
 
 logger = logging.getLogger("tusd_py")
 
@@ -50,92 +53,81 @@ CORS_EXPOSE_HEADERS = [
     "Tus-Extension", "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Expires",
     "Retry-After", "Content-Disposition",
 ]  # fmt: skip
+CORS_ALLOW_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
 SWEEP_INTERVAL = 60.0
 """Seconds between two sweeps of expired unfinished uploads (one node per round)."""
-CORS_ALLOW_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
-
-
-def jwt_secret(settings: Settings) -> bytes:
-    if settings.jwt_secret:
-        return settings.jwt_secret.encode()
-    return load_or_create_secret(settings.data_dir / "jwt.secret")
+SWEEP_LOCK = "tusd:lock:upload-sweep"
 
 
 def create_app(settings: Settings) -> Starlette:
-    if settings.redis_url is None:
-        raise ValueError("create_app needs settings.redis_url (tusd-py serve starts an embedded Redis)")
-    redis = Redis.from_url(settings.redis_url)
-    auth_config = AuthConfig(
-        secret=jwt_secret(settings),
-        access_token_ttl=settings.access_token_ttl,
-        refresh_token_ttl=settings.refresh_token_ttl,
-        argon2_profile=settings.argon2_profile,
-        login_rate_limit=settings.login_rate_limit,
-    )
-    tokens = TokenService(redis, auth_config)
-    auth_endpoints = AuthEndpoints(
-        UserStore(redis),
-        PasswordService(settings.argon2_profile),
-        tokens,
-        LoginThrottle(settings.redis_url, settings.login_rate_limit),
-    )
+    """The whole API for ``settings`` (which must name a Redis)."""
+    return assemble_app(build_services(settings), settings)
 
-    processing = processing_services(settings, redis)
-    tus = build_tus(
-        settings,
-        redis,
-        on_complete=processing.submit_upload,
-        check_metadata=processing.check_metadata,
-        on_terminate=processing.cancel_upload,
+
+def assemble_app(services: Services, settings: Settings) -> Starlette:
+    """Mount every endpoint on the services it uses; the app's lifespan closes ``services.redis``."""
+    tus = TusHandler(
+        services.upload_store,
+        services.locker,
+        services.hooks,
+        max_size=settings.max_upload_size,
+        expiry_seconds=settings.upload_expiry,
+        trust_proxy=settings.trust_proxy,
+        quota=services.quota,
     )
+    auth = AuthEndpoints(services.users, services.passwords, services.tokens, services.throttle)
+    tasks = TaskEndpoints(
+        services.tasks,
+        services.arq,
+        results_dir=settings.results_dir,
+        enable_fault_operations=settings.enable_fault_operations,
+    )
+    events = EventEndpoints(services.tasks, services.events, services.tokens, services.slots)
+    backend = BearerBackend(
+        services.tokens,
+        render_error=error_response,
+        render_unavailable=unavailable_response,
+        path_headers={tus.base_path: {"Tus-Resumable": TUS_VERSION}},
+        locked_paths=(tus.base_path,),
+    )
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        sweeper = asyncio.create_task(
-            every(SWEEP_INTERVAL, redis, "tusd:lock:upload-sweep", tus.sweep_expired)
-        )
+        sweeper = asyncio.create_task(every(SWEEP_INTERVAL, services.redis, SWEEP_LOCK, tus.sweep_expired))
         try:
             yield
         finally:
             sweeper.cancel()
-            await redis.aclose()
+            await services.redis.aclose()
 
-    metrics = Metrics()
-    routes = [
-        *health_routes(),
-        *docs_routes(),
-        *metrics.routes(),
-        *auth_endpoints.routes,
-        *tus.routes,
-        *tasks_api.routes,
-        *events_api.routes,
-    ]
-    middleware = [
-        Middleware(MetricsMiddleware, metrics=metrics),
-        Middleware(
-            StrictCORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=CORS_ALLOW_METHODS,
-            allow_headers=CORS_ALLOW_HEADERS,
-            expose_headers=CORS_EXPOSE_HEADERS,
-            max_age=86400,
-        ),
-        Middleware(AuthenticationMiddleware, backend=BearerBackend(tokens), on_error=on_auth_error),
-    ]
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
+    return Starlette(
+        routes=[
+            *health_routes(services.redis),
+            *docs_routes(),
+            *metrics.routes(),
+            *auth.routes,
+            *tus.routes,
+            *tasks.routes,
+            *events.routes,
+        ],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(
+                StrictCORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=CORS_ALLOW_METHODS,
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+                max_age=86400,
+            ),
+            Middleware(AuthenticationMiddleware, backend=backend, on_error=backend.on_error),
+        ],
         exception_handlers={
             HTTPException: http_exception_handler,
+            RedisError: redis_error_handler,
             Exception: unhandled_exception_handler,
         },
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.redis = redis
-    app.state.tokens = tokens
-    app.state.tasks = processing.tasks
-    app.state.events = processing.events
-    app.state.arq = processing.arq
-    return app

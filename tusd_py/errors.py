@@ -50,12 +50,10 @@ class ApiError(HTTPException):
 def error_response(
     status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    """The one JSON error renderer: the exception handlers, CORS refusals, ``/readyz`` and
+    the bearer backend (handed it by the app) all answer through it."""
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
-
-
-def unauthorized(message: str = "authentication required") -> JSONResponse:
-    return error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
@@ -67,6 +65,27 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=headers)
     return error_response(exc.status_code, code, str(exc.detail), headers)
+
+
+RETRY_AFTER_UNAVAILABLE = 2
+"""Seconds a client is asked to wait while Redis is unreachable."""
+
+
+def unavailable_response(status_code: int = 503, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """Redis does not answer: ``status_code`` (503; 423 on tus routes) with ``Retry-After``."""
+    return error_response(
+        status_code,
+        "unavailable",
+        "the service's storage does not answer; retry shortly",
+        {"Retry-After": str(RETRY_AFTER_UNAVAILABLE), **(headers or {})},
+    )
+
+
+async def redis_error_handler(request: Request, exc: Exception) -> Response:
+    """A ``RedisError`` out of any route: 503 + ``Retry-After``, and the connection stays
+    open (this handler answers from Starlette's ExceptionMiddleware, not the 500 path)."""
+    logger.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return unavailable_response()
 
 
 async def unhandled_exception_handler(request: Request, exc: Exception) -> Response:

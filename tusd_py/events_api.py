@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from auth.tokens import TokenService
 from processing.events import Event, EventLog, is_stream_id
 from processing.tasks import KEY_PREFIX, EventName, Task, TaskStatus, TaskStore
 from tusd_py.errors import ApiError
@@ -96,19 +97,6 @@ class StreamSlots:
         await self.redis.zrem(self.key(owner), slot)
 
 
-async def _identify(request: Request) -> str:
-    user = request.scope.get("user")
-    if user is not None and getattr(user, "is_authenticated", False):
-        return str(user.identity)
-    ticket = request.query_params.get("ticket")
-    if ticket:
-        user_id = await request.app.state.tokens.verify_ticket(ticket)
-        if user_id:
-            return str(user_id)
-        raise ApiError(401, "invalid or expired ticket")
-    raise ApiError(401, "authentication required")
-
-
 def _last_event_id(request: Request) -> str | None:
     """The header wins over the query parameter, but a malformed one of either is refused."""
     given = [request.headers.get("last-event-id"), request.query_params.get("last_event_id")]
@@ -120,95 +108,6 @@ def _last_event_id(request: Request) -> str | None:
 
 def _sse(event: Event) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(event.data()), event=event.name.value, id=event.id)
-
-
-def _slots(request: Request) -> StreamSlots:
-    return StreamSlots(request.app.state.redis, request.app.state.settings.max_event_streams)
-
-
-async def _open(request: Request, owner: str) -> str:
-    slot = await _slots(request).acquire(owner)
-    if slot is None:
-        limit = request.app.state.settings.max_event_streams
-        raise ApiError(
-            429,
-            f"at most {limit} event streams per user at once",
-            headers={"Retry-After": str(PING)},
-        )
-    return slot
-
-
-async def _follow(
-    request: Request,
-    owner: str,
-    slot: str,
-    after: str,
-    task_id: str | None = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """Replay after ``after``, then follow new events (of ``task_id`` only, if given) on
-    a connection of its own; ends after the task's final event."""
-    events: EventLog = request.app.state.events
-    tasks: TaskStore = request.app.state.tasks
-    slots = _slots(request)
-    client = events.dedicated_client(socket_timeout=BLOCK_MS / 1000 + 10)
-    try:
-        cursor = after
-        renewed = time.monotonic()
-        while True:
-            batch = await events.read(owner, cursor, block_ms=BLOCK_MS, client=client)
-            for event in batch:
-                cursor = event.id
-                if task_id is not None and event.task.id != task_id:
-                    continue
-                yield _sse(event)
-                if task_id is not None and event.task.status.is_final:
-                    return
-            if time.monotonic() - renewed >= SLOT_REFRESH:
-                await slots.refresh(owner, slot)
-                renewed = time.monotonic()
-            if not batch and task_id is not None and await tasks.get_for(task_id, owner) is None:
-                return  # the task was removed (retention): nothing more will come
-    finally:
-        with anyio.CancelScope(shield=True):
-            await slots.release(owner, slot)
-            await client.aclose(close_connection_pool=True)
-
-
-async def all_events(request: Request) -> Response:
-    owner = await _identify(request)
-    after = _last_event_id(request)
-    events: EventLog = request.app.state.events
-    if request.method == "HEAD":
-        return _head()
-    if after is None:
-        after = await events.last_id(owner)
-    slot = await _open(request, owner)
-    return EventSourceResponse(_follow(request, owner, slot, after), ping=PING)
-
-
-async def task_events(request: Request) -> Response:
-    owner = await _identify(request)
-    tasks: TaskStore = request.app.state.tasks
-    events: EventLog = request.app.state.events
-    task = await tasks.get_for(request.path_params["task_id"], owner)
-    if task is None:
-        raise ApiError(404, "task not found")
-    resume = _last_event_id(request)
-    after = resume or "0-0"
-    if request.method == "HEAD":
-        return _head()
-    if task.status.is_final:
-        pending = [
-            e for e in await events.read(owner, after, count=events.max_events) if e.task.id == task.id
-        ]
-        if not any(e.task.status.is_final for e in pending):
-            if resume is not None:
-                return Response(status_code=204)  # seen it all: EventSource stops here
-            # The outcome fell out of the bounded log: say it once, then end.
-            outcome = _final_event(task, await events.last_id(owner))
-            return EventSourceResponse(_single(outcome), ping=PING)
-    slot = await _open(request, owner)
-    return EventSourceResponse(_follow(request, owner, slot, after, task.id), ping=PING)
 
 
 def _final_event(task: Task, stream_id: str) -> ServerSentEvent:
@@ -228,7 +127,106 @@ async def _single(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
     yield event
 
 
-routes: list[BaseRoute] = [
-    Route("/events", all_events, methods=["GET"]),
-    Route("/tasks/{task_id}/events", task_events, methods=["GET"]),
-]
+class EventEndpoints:
+    """The SSE routes, composed from the services they use."""
+
+    def __init__(self, tasks: TaskStore, events: EventLog, tokens: TokenService, slots: StreamSlots) -> None:
+        self.tasks = tasks
+        self.events = events
+        self.tokens = tokens
+        self.slots = slots
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/events", self.all_events, methods=["GET"]),
+            Route("/tasks/{task_id}/events", self.task_events, methods=["GET"]),
+        ]
+
+    async def _identify(self, request: Request) -> str:
+        user = request.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            return str(user.identity)
+        ticket = request.query_params.get("ticket")
+        if ticket:
+            user_id = await self.tokens.verify_ticket(ticket)
+            if user_id:
+                return str(user_id)
+            raise ApiError(401, "invalid or expired ticket")
+        raise ApiError(401, "authentication required")
+
+    async def _open(self, owner: str) -> str:
+        slot = await self.slots.acquire(owner)
+        if slot is None:
+            raise ApiError(
+                429,
+                f"at most {self.slots.limit} event streams per user at once",
+                headers={"Retry-After": str(PING)},
+            )
+        return slot
+
+    async def _follow(
+        self,
+        owner: str,
+        slot: str,
+        after: str,
+        task_id: str | None = None,
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Replay after ``after``, then follow new events (of ``task_id`` only, if given) on
+        a connection of its own; ends after the task's final event."""
+        client = self.events.dedicated_client(socket_timeout=BLOCK_MS / 1000 + 10)
+        try:
+            cursor = after
+            renewed = time.monotonic()
+            while True:
+                batch = await self.events.read(owner, cursor, block_ms=BLOCK_MS, client=client)
+                for event in batch:
+                    cursor = event.id
+                    if task_id is not None and event.task.id != task_id:
+                        continue
+                    yield _sse(event)
+                    if task_id is not None and event.task.status.is_final:
+                        return
+                if time.monotonic() - renewed >= SLOT_REFRESH:
+                    await self.slots.refresh(owner, slot)
+                    renewed = time.monotonic()
+                if not batch and task_id is not None and await self.tasks.get_for(task_id, owner) is None:
+                    return  # the task was removed (retention): nothing more will come
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.slots.release(owner, slot)
+                await client.aclose(close_connection_pool=True)
+
+    async def all_events(self, request: Request) -> Response:
+        owner = await self._identify(request)
+        after = _last_event_id(request)
+        if request.method == "HEAD":
+            return _head()
+        if after is None:
+            after = await self.events.last_id(owner)
+        slot = await self._open(owner)
+        return EventSourceResponse(self._follow(owner, slot, after), ping=PING)
+
+    async def task_events(self, request: Request) -> Response:
+        owner = await self._identify(request)
+        task = await self.tasks.get_for(request.path_params["task_id"], owner)
+        if task is None:
+            raise ApiError(404, "task not found")
+        resume = _last_event_id(request)
+        after = resume or "0-0"
+        if request.method == "HEAD":
+            return _head()
+        if task.status.is_final:
+            pending = [
+                e
+                for e in await self.events.read(owner, after, count=self.events.max_events)
+                if e.task.id == task.id
+            ]
+            if not any(e.task.status.is_final for e in pending):
+                if resume is not None:
+                    return Response(status_code=204)  # seen it all: EventSource stops here
+                # The outcome fell out of the bounded log: say it once, then end.
+                outcome = _final_event(task, await self.events.last_id(owner))
+                return EventSourceResponse(_single(outcome), ping=PING)
+        slot = await self._open(owner)
+        return EventSourceResponse(self._follow(owner, slot, after, task.id), ping=PING)

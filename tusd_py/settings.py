@@ -61,6 +61,12 @@ def _redis_url(raw: str) -> str | None:
         return None
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    from redis.connection import parse_url  # here, not at import: settings stay a leaf
+
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be parsed ({exc})") from None
     return value
 
 
@@ -138,7 +144,10 @@ class Settings:
         _float(0), 30.0, "Seconds a stopping worker lets running tries finish before requeueing."
     )
     enable_fault_operations: bool = _env(
-        _bool, False, "Offer the 'hang' and 'crash' test operations. Never in production."
+        _bool,
+        False,
+        "Offer the test operations fault-hang, fault-crash, fault-crash-once and fault-slow. "
+        "Never in production.",
     )
     log_level: str = _env(_choice("debug", "info", "warning", "error"), "info", "Log level of every process.")
 
@@ -161,9 +170,6 @@ class Settings:
                 raise SettingsError(f"{name}={raw!r}: {reason}") from None
         return cls(**values)
 
-    def with_changes(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
     @property
     def max_tries(self) -> int:
         return self.max_retries + 1
@@ -177,15 +183,20 @@ class Settings:
         return self.data_dir / "results"
 
 
+def shown_default(default: Any) -> str:
+    """A default as a user would write it in the variable: ``false``, ``a,b``, ``(unset)``."""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ",".join(default) or "(empty)"
+    if default is None:
+        return "(unset)"
+    return str(default) or "(empty)"
+
+
 def documented_variables() -> list[tuple[str, str, str]]:
     """(variable, default, description) rows, for the README table and ``--help``."""
-    rows = []
-    for spec in dataclasses.fields(Settings):
-        default = spec.default
-        shown = (
-            ",".join(default)
-            if isinstance(default, tuple)
-            else ("(unset)" if default is None else str(default))
-        )
-        rows.append((PREFIX + spec.name.upper(), shown or "(empty)", spec.metadata["doc"]))
-    return rows
+    return [
+        (PREFIX + spec.name.upper(), shown_default(spec.default), spec.metadata["doc"])
+        for spec in dataclasses.fields(Settings)
+    ]

@@ -3,8 +3,8 @@
 Every task belongs to the user who uploaded it. Another user's task answers 404
 exactly as a missing one does (same status, same body), on every route.
 
-Needs on ``app.state``: ``settings`` (Settings), ``tasks`` (processing TaskStore),
-``arq`` (ArqRedis). Authentication comes from Starlette's AuthenticationMiddleware
+:class:`TaskEndpoints` is built from what it uses (the task store, ARQ's queue, the
+results directory); authentication comes from Starlette's AuthenticationMiddleware
 (``request.user.identity`` is the user id).
 """
 
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from urllib.parse import quote
 
+from arq.connections import ArqRedis
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -42,22 +44,6 @@ def caller_id(request: Request) -> str:
     return str(user.identity)
 
 
-async def owned_task(request: Request, owner: str) -> Task:
-    """The task named in the path if ``owner`` owns it; 404 otherwise (also when it
-    exists but is someone else's)."""
-    tasks: TaskStore = request.app.state.tasks
-    task = await tasks.get_for(request.path_params["task_id"], owner)
-    if task is None:
-        raise ApiError(404, _NOT_FOUND)
-    return task
-
-
-async def list_operations(request: Request) -> Response:
-    enabled = request.app.state.settings.enable_fault_operations
-    operations = [{"name": op.name, "description": op.description} for op in available_operations(enabled)]
-    return JSONResponse({"operations": operations})
-
-
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
@@ -74,24 +60,6 @@ def _status(raw: str | None) -> TaskStatus | None:
     except ValueError:
         allowed = ", ".join(s.value for s in TaskStatus)
         raise ApiError(400, f"status must be one of {allowed}") from None
-
-
-async def list_tasks(request: Request) -> Response:
-    owner = caller_id(request)
-    query = request.query_params
-    limit = _limit(query.get("limit"))
-    status = _status(query.get("status"))
-    tasks: TaskStore = request.app.state.tasks
-    try:
-        page = await tasks.list_for(owner, limit=limit, cursor=query.get("cursor"), status=status)
-    except ValueError:
-        raise ApiError(400, "invalid cursor") from None
-    return JSONResponse({"tasks": [t.to_public() for t in page.tasks], "next_cursor": page.next_cursor})
-
-
-async def get_task(request: Request) -> Response:
-    task = await owned_task(request, caller_id(request))
-    return JSONResponse(task.to_public())
 
 
 def content_disposition(filename: str) -> str:
@@ -116,51 +84,96 @@ def _check_range(header: str | None, size: int) -> None:
         raise ApiError(416, "range not satisfiable", headers={"Content-Range": f"bytes */{size}"}) from None
 
 
-async def download_result(request: Request) -> Response:
-    task = await owned_task(request, caller_id(request))
-    if task.status is not TaskStatus.COMPLETED:
-        raise ApiError(409, f"task is {task.status.value}, not completed", code="not_completed")
-    path = request.app.state.settings.results_dir / task.id
-    try:
-        stat = await asyncio.to_thread(os.stat, path)
-    except FileNotFoundError:
-        raise ApiError(404, "result not found") from None
-    _check_range(request.headers.get("range"), stat.st_size)
-    operation = REGISTRY.get(task.operation)
-    return FileResponse(
-        path,
-        stat_result=stat,
-        media_type=operation.content_type if operation else "application/octet-stream",
-        headers={
-            "Content-Disposition": content_disposition(result_filename(task.filename, task.operation)),
-            "Cache-Control": "private, no-cache",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+class TaskEndpoints:
+    """The task routes, composed from the services they use."""
 
+    def __init__(
+        self,
+        tasks: TaskStore,
+        arq: ArqRedis,
+        *,
+        results_dir: Path,
+        enable_fault_operations: bool,
+    ) -> None:
+        self.tasks = tasks
+        self.arq = arq
+        self.results_dir = results_dir
+        self.enable_fault_operations = enable_fault_operations
 
-async def cancel(request: Request) -> Response:
-    """Cancel a queued, running or retrying task: 200 with the cancelled task (a running
-    try's child is killed within the worker's poll delay); 409 once it has ended."""
-    task = await owned_task(request, caller_id(request))
-    if task.status.is_final:
-        raise ApiError(409, f"task already {task.status.value}", code="already_finished")
-    cancelled = await cancel_task(request.app.state.tasks, request.app.state.arq, task)
-    if cancelled is None:  # it ended while we were at it
-        latest = await request.app.state.tasks.get(task.id)
-        state = latest.status.value if latest is not None else "gone"
-        raise ApiError(409, f"task already {state}", code="already_finished")
-    return JSONResponse(cancelled.to_public())
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/operations", self.list_operations, methods=["GET"]),
+            Route("/tasks", self.list_tasks, methods=["GET"]),
+            Route("/tasks/{task_id}", self.task_resource, methods=["GET", "DELETE"]),
+            Route("/tasks/{task_id}/result", self.download_result, methods=["GET"]),
+        ]
 
+    async def owned_task(self, request: Request, owner: str) -> Task:
+        """The task named in the path if ``owner`` owns it; 404 otherwise (also when it
+        exists but is someone else's)."""
+        task = await self.tasks.get_for(request.path_params["task_id"], owner)
+        if task is None:
+            raise ApiError(404, _NOT_FOUND)
+        return task
 
-async def task_resource(request: Request) -> Response:
-    """One route for both methods, so a 405 lists them all in ``Allow``."""
-    return await (cancel(request) if request.method == "DELETE" else get_task(request))
+    async def list_operations(self, request: Request) -> Response:
+        operations = [
+            {"name": op.name, "description": op.description}
+            for op in available_operations(self.enable_fault_operations)
+        ]
+        return JSONResponse({"operations": operations})
 
+    async def list_tasks(self, request: Request) -> Response:
+        owner = caller_id(request)
+        query = request.query_params
+        limit = _limit(query.get("limit"))
+        status = _status(query.get("status"))
+        try:
+            page = await self.tasks.list_for(owner, limit=limit, cursor=query.get("cursor"), status=status)
+        except ValueError:
+            raise ApiError(400, "invalid cursor") from None
+        return JSONResponse({"tasks": [t.to_public() for t in page.tasks], "next_cursor": page.next_cursor})
 
-routes: list[BaseRoute] = [
-    Route("/operations", list_operations, methods=["GET"]),
-    Route("/tasks", list_tasks, methods=["GET"]),
-    Route("/tasks/{task_id}", task_resource, methods=["GET", "DELETE"]),
-    Route("/tasks/{task_id}/result", download_result, methods=["GET"]),
-]
+    async def get_task(self, request: Request) -> Response:
+        task = await self.owned_task(request, caller_id(request))
+        return JSONResponse(task.to_public())
+
+    async def download_result(self, request: Request) -> Response:
+        task = await self.owned_task(request, caller_id(request))
+        if task.status is not TaskStatus.COMPLETED:
+            raise ApiError(409, f"task is {task.status.value}, not completed", code="not_completed")
+        path = self.results_dir / task.id
+        try:
+            stat = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            raise ApiError(404, "result not found") from None
+        _check_range(request.headers.get("range"), stat.st_size)
+        operation = REGISTRY.get(task.operation)
+        return FileResponse(
+            path,
+            stat_result=stat,
+            media_type=operation.content_type if operation else "application/octet-stream",
+            headers={
+                "Content-Disposition": content_disposition(result_filename(task.filename, task.operation)),
+                "Cache-Control": "private, no-cache",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    async def cancel(self, request: Request) -> Response:
+        """Cancel a queued, running or retrying task: 200 with the cancelled task (a running
+        try's child is killed within the worker's poll delay); 409 once it has ended."""
+        task = await self.owned_task(request, caller_id(request))
+        if task.status.is_final:
+            raise ApiError(409, f"task already {task.status.value}", code="already_finished")
+        cancelled = await cancel_task(self.tasks, self.arq, task)
+        if cancelled is None:  # it ended while we were at it
+            latest = await self.tasks.get(task.id)
+            state = latest.status.value if latest is not None else "gone"
+            raise ApiError(409, f"task already {state}", code="already_finished")
+        return JSONResponse(cancelled.to_public())
+
+    async def task_resource(self, request: Request) -> Response:
+        """One route for both methods, so a 405 lists them all in ``Allow``."""
+        return await (self.cancel(request) if request.method == "DELETE" else self.get_task(request))

@@ -1,83 +1,163 @@
-"""Where the application's settings meet the processing package.
+"""Every service the API uses, built once from :class:`Settings`, in one place.
 
-``processing`` must not import ``tusd_py``, so its configuration is built here
-from :class:`Settings`, for the worker role and for the API, whose finish hook
-turns a completed upload into a task.
+:func:`build_services` makes the Redis client and everything that talks to it (users,
+tokens, the login throttle, the task store and event log, ARQ's queue, SSE stream
+slots, the upload locker and quota), the upload store and the tus hooks. The app
+assembly (:func:`tusd_py.app.assemble_app`) hands them to the endpoints through
+constructor arguments; a test may build a :class:`Services` of its own instead.
+
+The tus hooks are where the application meets ``tusd_py.tus``, which knows nothing of
+users or tasks: who is calling (the authenticated user's id), whether the metadata
+names a valid task (checked before any byte is accepted), what a finished upload
+becomes (a queued task) and what a deleted one undoes (its task is cancelled).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from starlette.requests import Request
 
+from auth.config import AuthConfig
+from auth.passwords import PasswordService
+from auth.ratelimit import LoginThrottle
+from auth.secret import load_or_create_secret
+from auth.tokens import TokenService
+from auth.users import UserStore
 from processing.config import ProcessingConfig
 from processing.events import EventLog
 from processing.jobs import cancel_task, submit_task
 from processing.operations import validate_operation
 from processing.tasks import TaskStore, filename_from_metadata
-from processing.worker import event_log_for
+from tusd_py.events_api import StreamSlots
+from tusd_py.processing_config import processing_config
 from tusd_py.settings import Settings
+from tusd_py.tus import FileStore, Hooks, RedisLocker, RedisQuota, TusError, UploadInfo
 
-if TYPE_CHECKING:  # the worker role imports this module and must not load the web side
-    from tusd_py.tus import UploadInfo
+REDIS_TIMEOUT = 1.0
+"""Seconds a Redis connect or command may take before it fails (RedisError -> 503/423).
+
+A dead or stopped Redis must not hold requests: without a bound, a request waits on the
+kernel's TCP timeouts. Blocking reads (SSE) use clients of their own with longer bounds.
+"""
 
 
-def processing_config(settings: Settings) -> ProcessingConfig:
-    assert settings.redis_url is not None
-    return ProcessingConfig(
-        redis_url=settings.redis_url,
-        uploads_dir=settings.uploads_dir,
-        results_dir=settings.results_dir,
-        job_timeout=settings.job_timeout,
-        max_tries=settings.max_tries,
-        max_jobs=settings.max_jobs,
-        result_retention=settings.result_retention,
-        shutdown_grace=settings.shutdown_grace,
-        event_log_size=settings.event_log_size,
-        enable_fault_operations=settings.enable_fault_operations,
-        poll_delay=settings.worker_poll_interval,
-    )
+def with_timeouts(url: str) -> str:
+    """``url`` with :data:`REDIS_TIMEOUT` as connect and socket timeouts, for clients that
+    are built from a URL alone (the login throttle's ``limits`` storage)."""
+    query = f"socket_timeout={REDIS_TIMEOUT}&socket_connect_timeout={REDIS_TIMEOUT}"
+    return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
 @dataclass(frozen=True)
-class ProcessingServices:
-    """The API's handles on the processing side, and the two tus hooks built on them."""
+class Services:
+    """What the API's endpoints are built from. ``redis`` is closed by the app's lifespan."""
 
-    config: ProcessingConfig
+    redis: Redis
+    users: UserStore
+    passwords: PasswordService
+    tokens: TokenService
+    throttle: LoginThrottle
     tasks: TaskStore
     events: EventLog
     arq: ArqRedis
+    slots: StreamSlots
+    upload_store: FileStore
+    locker: RedisLocker
+    quota: RedisQuota
+    hooks: Hooks
 
-    def check_metadata(self, metadata: dict[str, str]) -> None:
-        """Refuse an unknown operation at creation, before any byte arrives (ValueError)."""
-        validate_operation(metadata, self.config.enable_fault_operations)
 
-    async def submit_upload(self, upload: UploadInfo) -> None:
-        """The finish hook: a completed upload becomes a queued task (idempotently)."""
+def jwt_secret(settings: Settings) -> bytes:
+    if settings.jwt_secret:
+        return settings.jwt_secret.encode()
+    return load_or_create_secret(settings.data_dir / "jwt.secret")
+
+
+def build_services(settings: Settings) -> Services:
+    """Build every service from ``settings`` (which must name a Redis)."""
+    config = processing_config(settings)  # raises without settings.redis_url
+    redis = Redis.from_url(
+        config.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+    )
+    auth_config = AuthConfig(
+        secret=jwt_secret(settings),
+        access_token_ttl=settings.access_token_ttl,
+        refresh_token_ttl=settings.refresh_token_ttl,
+        argon2_profile=settings.argon2_profile,
+        login_rate_limit=settings.login_rate_limit,
+    )
+    # The same values the worker publishes with (processing.worker.event_log_for).
+    events = EventLog(redis, max_events=config.event_log_size, ttl_seconds=config.result_retention)
+    tasks = TaskStore(redis, events)
+    arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
+    return Services(
+        redis=redis,
+        users=UserStore(redis),
+        passwords=PasswordService(settings.argon2_profile),
+        tokens=TokenService(redis, auth_config),
+        throttle=LoginThrottle(with_timeouts(config.redis_url), settings.login_rate_limit),
+        tasks=tasks,
+        events=events,
+        arq=arq,
+        slots=StreamSlots(redis, settings.max_event_streams),
+        upload_store=FileStore(settings.uploads_dir),
+        locker=RedisLocker(redis),
+        quota=RedisQuota(
+            redis, max_uploads=settings.max_pending_uploads, max_bytes=settings.max_pending_bytes
+        ),
+        hooks=upload_hooks(config, tasks, events, arq),
+    )
+
+
+def upload_hooks(config: ProcessingConfig, tasks: TaskStore, events: EventLog, arq: ArqRedis) -> Hooks:
+    """The tus handler's hooks: uploads belong to the authenticated user, and become tasks.
+
+    ``pre_create`` answers 400 (with the reason) for metadata that cannot become a task;
+    it is not applied to partial uploads: they never become tasks themselves
+    (tus-js-client's parallel uploads send the metadata with the final upload only), the
+    final upload is checked. ``post_finish`` runs once per finished upload; if it raises,
+    the client's request answers 500 and its retry runs it again (submitting is
+    idempotent). ``post_terminate`` runs after the owner DELETEd an upload.
+    """
+
+    async def authenticate(request: Request) -> str | None:
+        user = request.scope.get("user")  # set by Starlette's AuthenticationMiddleware
+        if user is None or not getattr(user, "is_authenticated", False):
+            return None
+        return str(user.identity)
+
+    async def pre_create(request: Request, info: UploadInfo) -> None:
+        if info.partial:
+            return
+        try:
+            validate_operation(info.metadata, config.enable_fault_operations)
+        except ValueError as error:
+            raise TusError(400, "invalid_metadata", str(error)) from None
+
+    async def post_finish(upload: UploadInfo) -> None:
         await submit_task(
-            self.tasks,
-            self.events,
-            self.arq,
+            tasks,
+            events,
+            arq,
             task_id=upload.id,
             owner=upload.owner,
             filename=filename_from_metadata(upload.metadata),
             size=upload.length or 0,
-            operation=validate_operation(upload.metadata, self.config.enable_fault_operations),
-            max_attempts=self.config.max_tries,
+            operation=validate_operation(upload.metadata, config.enable_fault_operations),
+            max_attempts=config.max_tries,
         )
 
-    async def cancel_upload(self, upload: UploadInfo) -> None:
-        """The termination hook: a deleted upload's task can no longer run; cancel it."""
-        task = await self.tasks.get_for(upload.id, upload.owner)
+    async def post_terminate(upload: UploadInfo) -> None:
+        task = await tasks.get_for(upload.id, upload.owner)
         if task is not None and not task.status.is_final:
-            await cancel_task(self.tasks, self.arq, task)
+            await cancel_task(tasks, arq, task)
 
-
-def processing_services(settings: Settings, redis: Redis) -> ProcessingServices:
-    config = processing_config(settings)
-    events = event_log_for(config, redis)
-    arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
-    return ProcessingServices(config, TaskStore(redis, events), events, arq)
+    return Hooks(
+        authenticate=authenticate,
+        pre_create=pre_create,
+        post_finish=post_finish,
+        post_terminate=post_terminate,
+    )

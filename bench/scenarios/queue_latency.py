@@ -25,7 +25,7 @@ from bench.harness import BenchEnv, parse_time, percentile, text_file
 from bench.report import Row
 from processing.config import ProcessingConfig
 from processing.runner import child_command, child_environment
-from tests.support import ServiceProcess
+from tests.support import ChildProcess
 
 POLL_DELAY = ProcessingConfig.__dataclass_fields__["poll_delay"].default
 START_TARGET_MS = 50
@@ -112,10 +112,11 @@ async def _arq_latencies(redis_url: str, queue: str, count: int) -> list[float]:
 
 def arq_floor(env: BenchEnv, count: int) -> list[float]:
     queue = f"bench:floor:{uuid.uuid4().hex}"
-    worker = ServiceProcess(
-        "arq-floor", {}, env.workdir / "arq-floor.log",
-        command=[sys.executable, "-m", "bench.arq_floor", env.redis.url, queue, str(POLL_DELAY)],
-    ).start()  # fmt: skip
+    worker = ChildProcess(
+        "arq-floor",
+        [sys.executable, "-m", "bench.arq_floor", env.redis.url, queue, str(POLL_DELAY)],
+        env.workdir / "arq-floor.log",
+    ).start()
     try:
         time.sleep(1.0)
         return asyncio.run(_arq_latencies(env.redis.url, queue, count))

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +20,7 @@ from processing.events import Event, EventLog
 from processing.jobs import submit_task
 from processing.tasks import Task, TaskStore
 from processing.worker import event_log_for
+from tests.support import ChildProcess, async_wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,10 +46,10 @@ class Bench:
         self.arq = arq
         self.events: EventLog = event_log_for(config, arq)
         self.tasks = TaskStore(arq, self.events)
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[ChildProcess] = []
         self.owner = "owner-" + uuid.uuid4().hex[:8]
 
-    def start_worker(self, **changes: object) -> subprocess.Popen[bytes]:
+    def start_worker(self, **changes: object) -> ChildProcess:
         config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]
         fields = {
             f.name: str(getattr(config, f.name))
@@ -59,36 +57,25 @@ class Bench:
             else getattr(config, f.name)
             for f in dataclasses.fields(config)
         }
-        log = (self.config.results_dir.parent / f"worker{len(self.workers)}.log").open("ab")
-        proc = subprocess.Popen(
+        index = len(self.workers)
+        worker = ChildProcess(
+            f"worker{index}",
             [sys.executable, "-m", "tests.processing.worker_main", json.dumps(fields)],
+            self.config.results_dir.parent / f"worker{index}.log",
             cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.workers.append(proc)
-        return proc
+        ).start()
+        self.workers.append(worker)
+        return worker
 
     def logs(self) -> str:
-        parts = []
-        for i in range(len(self.workers)):
-            path = self.config.results_dir.parent / f"worker{i}.log"
-            if path.exists():
-                parts.append(f"--- worker{i}\n" + path.read_text(errors="replace")[-3000:])
-        return "\n".join(parts)
+        return "\n".join(f"--- {worker.name}\n" + worker.log()[-3000:] for worker in self.workers)
 
     def stop_workers(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """SIGTERM to every worker at once (so their graces overlap), then wait for each."""
+        for worker in self.workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.stop()
 
     async def submit(self, content: bytes, operation: str = "uppercase", max_attempts: int = 4) -> Task:
         task_id = uuid.uuid4().hex
@@ -107,21 +94,24 @@ class Bench:
         )
 
     async def wait_for(self, task_id: str, predicate: Callable[[Task], bool], within: float = 60.0) -> Task:
-        deadline = time.monotonic() + within
-        task = None
-        while time.monotonic() < deadline:
-            task = await self.tasks.get(task_id)
-            if task is not None and predicate(task):
-                return task
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"task never got there; last seen: {task}\n{self.logs()}")
+        seen: list[Task | None] = [None]
+
+        async def arrived() -> Task | None:
+            seen[0] = await self.tasks.get(task_id)
+            return seen[0] if seen[0] is not None and predicate(seen[0]) else None
+
+        try:
+            return await async_wait_until(arrived, within)
+        except AssertionError:
+            raise AssertionError(f"task never got there; last seen: {seen[0]}\n{self.logs()}") from None
 
     async def events_of(self, task_id: str) -> list[Event]:
         return [e for e in await self.events.read(self.owner, "0-0", count=10_000) if e.task.id == task_id]
 
 
-async def open_bench(tmp_path: Path, redis_url: str, database: int, **changes: object) -> Bench:
-    url = redis_url.rsplit("/", 1)[0] + f"/{database}"
+async def open_bench(tmp_path: Path, database_url: str, **changes: object) -> Bench:
+    """A bench on ``database_url`` (the ``redis_database`` fixture's: empty, this test's alone)."""
+    url = database_url
     config = ProcessingConfig(
         redis_url=url,
         uploads_dir=tmp_path / "uploads",
@@ -139,5 +129,4 @@ async def open_bench(tmp_path: Path, redis_url: str, database: int, **changes: o
     config.uploads_dir.mkdir(parents=True, exist_ok=True)
     config.results_dir.mkdir(parents=True, exist_ok=True)
     arq = await create_pool(RedisSettings.from_dsn(url))
-    await arq.flushdb()
     return Bench(config, arq)

@@ -4,7 +4,6 @@ schedule is ARQ's cron, its work is :func:`processing.housekeeping.sweep`)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -18,13 +17,12 @@ from processing.jobs import WorkerState
 from processing.tasks import TaskStatus, now_ms
 from tests.processing.harness import Bench, open_bench
 
-_databases = itertools.cycle([9, 10, 11])
 DAY_MS = 86_400_000
 
 
 @pytest.fixture
-async def bench(tmp_path: Path, redis_url: str) -> AsyncIterator[Bench]:
-    bench = await open_bench(tmp_path, redis_url, next(_databases), result_retention=3600)
+async def bench(tmp_path: Path, redis_database: str) -> AsyncIterator[Bench]:
+    bench = await open_bench(tmp_path, redis_database, result_retention=3600)
     try:
         yield bench
     finally:

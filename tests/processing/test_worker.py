@@ -4,7 +4,6 @@ completion, timeouts and retries, crashes, kill -9, SIGTERM, cancel, concurrency
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import time
@@ -17,14 +16,13 @@ from processing.jobs import cancel_task, submit_task
 from processing.tasks import EventName, TaskStatus
 from tests.processing.harness import Bench, open_bench, processes_of
 
-_databases = itertools.cycle([12, 13, 14])
 TEXT = "Grüße aus Köln: straße, café, ÆØÅ — done.\n".encode() * 2000
 
 
 @pytest.fixture
-async def bench(tmp_path: Path, redis_url: str, request) -> AsyncIterator[Bench]:
+async def bench(tmp_path: Path, redis_database: str, request) -> AsyncIterator[Bench]:
     changes = getattr(request, "param", {})
-    bench = await open_bench(tmp_path, redis_url, next(_databases), **changes)
+    bench = await open_bench(tmp_path, redis_database, **changes)
     try:
         yield bench
     finally:

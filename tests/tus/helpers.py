@@ -1,18 +1,119 @@
-"""Small tus client steps over httpx, for tests that need every header in view."""
+"""The tus tests' helpers: the tus-only test server's handle, and small tus client steps
+over httpx for tests that need every header in view."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+import signal
+import sys
 import textwrap
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import redis as sync_redis
 
-from tests.tus.conftest import OCTETS
+from tests.support import ChildProcess, free_port, wait_until
+
+wait_for = wait_until  # the suite's one sync poller, under the name the tus tests use
+
+REPO = Path(__file__).resolve().parents[2]
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = "application/offset+octet-stream"
+
+
+class TusServer:
+    """``python -m tests.tus.server`` on a free port; kill -9 and restart keep its files."""
+
+    def __init__(
+        self,
+        directory: Path,
+        redis_url: str,
+        *,
+        prefix: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+        **knobs: Any,
+    ) -> None:
+        self.directory = directory
+        self.uploads = directory / "uploads"
+        self.redis_url = redis_url
+        self.prefix = prefix or f"tus-test-{uuid.uuid4().hex[:8]}:"
+        self.knobs = knobs
+        self.preexec_fn = preexec_fn
+        self.port = free_port()
+        self.child: ChildProcess | None = None
+        self.log_path = directory / f"server-{self.port}.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def files_url(self) -> str:
+        return self.base_url + "/files/"
+
+    def command(self) -> list[str]:
+        args = [
+            sys.executable, "-m", "tests.tus.server",
+            "--dir", str(self.uploads),
+            "--redis-url", self.redis_url,
+            "--port", str(self.port),
+            "--prefix", self.prefix,
+        ]  # fmt: skip
+        for key, value in self.knobs.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                args.append(flag)
+            elif value is not False and value is not None:
+                args += [flag, str(value)]
+        return args
+
+    def start(self) -> TusServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.child = ChildProcess(
+            "tus test server", self.command(), self.log_path, cwd=REPO, preexec_fn=self.preexec_fn
+        ).start()
+        self.child.wait_http(self.base_url + "/healthz")
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.child is not None:
+            self.child.kill(sig)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.preexec_fn = None
+        self.start()
+
+    def log(self) -> str:
+        return "" if self.child is None else self.child.log()
+
+    def client(self, owner: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = dict(TUS)
+        if owner is not None:
+            headers["Authorization"] = f"Bearer {owner}"
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0, **kwargs)
+
+    def data_path(self, upload_url: str) -> Path:
+        return self.uploads / upload_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def finished_runs(server: TusServer, url: str) -> int:
+    """How often the test server's finish hook ran for the upload at ``url``."""
+    client = sync_redis.Redis.from_url(server.redis_url)
+    try:
+        return int(client.llen(f"{server.prefix}finished:{url.rsplit('/', 1)[-1]}"))
+    finally:
+        client.close()
 
 
 def create(client: httpx.Client, length: int | None, *, metadata: str | None = None, **headers: str) -> str:
@@ -64,16 +165,6 @@ def slow_body(data: bytes, chunk: int = 64 * 1024, pause: float = 0.01) -> Itera
     for start in range(0, len(data), chunk):
         yield data[start : start + chunk]
         time.sleep(pause)
-
-
-def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.02) -> None:
-    """Poll a condition (never a timing assertion: the timeout only bounds a hang)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 def file_size(path: Path) -> int:

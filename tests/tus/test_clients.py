@@ -14,9 +14,7 @@ from tusclient import client as tus
 from tusclient.exceptions import TusUploadFailed
 from tusclient.uploader import Uploader
 
-from tests.tus.conftest import REPO, TusServer
-from tests.tus.helpers import file_size, tuspy_snippet, wait_for
-from tests.tus.test_http import finished_runs
+from tests.tus.helpers import REPO, TusServer, file_size, finished_runs, tuspy_snippet, wait_for
 
 MiB = 1024 * 1024
 

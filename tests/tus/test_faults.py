@@ -13,19 +13,20 @@ from typing import Any
 import httpx
 import redis as sync_redis
 
-from tests.tus.conftest import OCTETS, TusServer
 from tests.tus.helpers import (
+    OCTETS,
+    TusServer,
     backdate,
     checksum,
     create,
     error_of,
     file_size,
+    finished_runs,
     offset_of,
     patch,
     slow_body,
     wait_for,
 )
-from tests.tus.test_http import finished_runs
 
 MiB = 1024 * 1024
 Factory = Callable[..., TusServer]

@@ -13,28 +13,21 @@ import time
 
 import httpx
 import pytest
-import redis as sync_redis
 
-from tests.tus.conftest import OCTETS, TusServer
 from tests.tus.helpers import (
+    OCTETS,
+    TusServer,
     backdate,
     checksum,
     create,
     error_of,
+    finished_runs,
     metadata,
     offset_of,
     patch,
 )
 
 MAX = 10 * 1024 * 1024
-
-
-def finished_runs(server: TusServer, url: str) -> int:
-    client = sync_redis.Redis.from_url(server.redis_url)
-    try:
-        return int(client.llen(f"{server.prefix}finished:{url.rsplit('/', 1)[-1]}"))
-    finally:
-        client.close()
 
 
 # -- OPTIONS, versions, errors ----------------------------------------------------------------

@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 
 from tests.support import Service, User
-from tests.tus.conftest import OCTETS, REPO, TUS
 from tests.tus.helpers import (
+    OCTETS,
+    REPO,
+    TUS,
     backdate,
     create,
     error_of,
