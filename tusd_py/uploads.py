@@ -12,10 +12,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from tusd_py.settings import Settings
-from tusd_py.tus import FileStore, Hooks, RedisLocker, RedisQuota, TusError, TusHandler, UploadInfo
+from tusd_py.tus import (
+    BackendUnavailable,
+    FileStore,
+    Hooks,
+    RedisLocker,
+    RedisQuota,
+    TusError,
+    TusHandler,
+    UploadInfo,
+)
 
 __all__ = ["UploadInfo", "build_tus"]
 
@@ -55,7 +65,10 @@ def build_tus(
             raise TusError(400, "invalid_metadata", str(error)) from None
 
     async def post_finish(info: UploadInfo) -> None:
-        await on_complete(info)
+        try:
+            await on_complete(info)
+        except RedisError as error:  # the handler answers 423: the client retries the finish
+            raise BackendUnavailable(str(error)) from error
 
     return TusHandler(
         FileStore(settings.uploads_dir),
@@ -74,4 +87,5 @@ def build_tus(
             max_uploads=settings.max_pending_uploads,
             max_bytes=settings.max_pending_bytes,
         ),
+        idle_seconds=settings.upload_idle_timeout,
     )

@@ -43,7 +43,7 @@ def finished_runs(server: TusServer, url: str) -> int:
 @pytest.mark.parametrize("path", ["/files", "/files/", "/files/0123456789abcdef0123456789abcdef"])
 def test_options_needs_neither_version_nor_authentication(tus_server: TusServer, path: str) -> None:
     response = httpx.options(tus_server.base_url + path)
-    assert response.status_code in (200, 204)
+    assert response.status_code == 200
     assert response.headers["tus-version"] == "1.0.0"
     assert response.headers["tus-max-size"] == str(MAX)
     assert set(response.headers["tus-checksum-algorithm"].split(",")) == {"sha1", "sha256", "md5"}
@@ -55,6 +55,7 @@ def test_options_needs_neither_version_nor_authentication(tus_server: TusServer,
         "checksum",
         "expiration",
         "concatenation",
+        "concatenation-unfinished",
     }
 
 
@@ -225,7 +226,7 @@ def test_head_reports_offset_length_and_metadata_as_sent(tus_server: TusServer, 
         url = create(client, 10, metadata=sent)
         assert patch(client, url, 0, b"1234").status_code == 204
         head = client.head(url)
-    assert head.status_code in (200, 204)
+    assert head.status_code == 200
     assert head.headers["upload-offset"] == "4"
     assert head.headers["upload-length"] == "10"
     assert head.headers["upload-metadata"] == sent
@@ -364,9 +365,9 @@ def test_termination(tus_server: TusServer, owner: str) -> None:
         response = client.delete(url)
         assert response.status_code == 204
         assert response.headers["tus-resumable"] == "1.0.0"
-        assert client.head(url).status_code in (404, 410)
-        assert patch(client, url, 3, b"x").status_code in (404, 410)
-        assert client.delete(url).status_code in (404, 410)
+        assert client.head(url).status_code == 404
+        assert patch(client, url, 3, b"x").status_code == 404
+        assert client.delete(url).status_code == 404
     upload_id = url.rsplit("/", 1)[-1]
     assert not [p for p in tus_server.uploads.iterdir() if p.name.startswith(upload_id)]
 
@@ -409,11 +410,10 @@ def test_concatenation_refusals(tus_server: TusServer, owner: str, other_owner: 
     with tus_server.client(owner) as client, tus_server.client(other_owner) as other:
         done = create(client, 1, Upload_Concat="partial")
         patch(client, done, 0, b"x")
-        unfinished = create(client, 5, Upload_Concat="partial")
         plain = create(client, 0)
         foreign = create(other, 0, Upload_Concat="partial")
         missing = "/files/0123456789abcdef0123456789abcdef"
-        for parts in (unfinished, plain, foreign, missing):
+        for parts in (plain, foreign, missing, done):  # done twice: its bytes would multiply
             response = client.post("/files/", headers={"Upload-Concat": f"final;{done} {parts}"})
             assert response.status_code == 400, parts
             assert error_of(response) == "invalid_concat"

@@ -9,8 +9,10 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from tusd_py.tus.locker import LockTimeout, RedisLocker
-from tusd_py.tus.quota import QuotaExceeded, RedisQuota
+from tusd_py.tus.locker import LockTimeout
+from tusd_py.tus.quota import QuotaExceeded
+from tusd_py.tus.redislocker import RedisLocker
+from tusd_py.tus.redisquota import RedisQuota
 
 
 def new_locker(redis: aioredis.Redis, **options: float) -> RedisLocker:
@@ -33,16 +35,18 @@ async def test_one_holder_at_a_time(redis: aioredis.Redis) -> None:
 async def test_waiter_asks_the_holder_to_let_go(redis: aioredis.Redis) -> None:
     locker = new_locker(redis, poll_interval=0.05)
     interrupted = asyncio.Event()
+    holding = asyncio.Event()
     order: list[str] = []
 
     async def holder() -> None:
         async with locker.lock("u", wait=0) as held:
             held.on_interrupt(interrupted.set)
+            holding.set()
             await interrupted.wait()  # a PATCH would stop reading its body here
             order.append("holder done")
 
     task = asyncio.create_task(holder())
-    await asyncio.sleep(0.1)
+    await holding.wait()  # the lock is taken before we ask for it
     async with locker.lock("u", wait=5) as mine:
         order.append("waiter got it")
         assert not mine.interrupted  # the request that was served is not one against us
@@ -77,7 +81,7 @@ async def test_a_lock_of_a_killed_process_expires(redis_url: str, redis: aioredi
     snippet = f"""
 import asyncio, sys
 import redis.asyncio as aioredis
-from tusd_py.tus.locker import RedisLocker
+from tusd_py.tus.redislocker import RedisLocker
 async def main():
     locker = RedisLocker(aioredis.Redis.from_url({redis_url!r}), prefix={locker.prefix!r},
                          ttl=1.0, poll_interval=0.1)

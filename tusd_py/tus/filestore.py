@@ -187,8 +187,38 @@ class FileStore:
         await anyio.to_thread.run_sync(self._concatenate, info, parts)
 
     def _concatenate(self, info: UploadInfo, parts: list[str]) -> None:
-        temp = self._temp(info.id, "concat")
         data = self.data_path(info.id)
+        temp = self._copy_parts(info, parts)
+        try:
+            os.link(temp, data)  # exclusive: never replaces an existing upload
+        finally:
+            temp.unlink(missing_ok=True)
+        try:
+            self._write_info(info)
+        except BaseException:
+            data.unlink(missing_ok=True)
+            raise
+
+    async def assemble(self, info: UploadInfo, parts: list[str]) -> None:
+        """Fill the (empty, deferred) final ``info`` with its parts' bytes, then declare its
+        length: a crash in between leaves a final without length, assembled again later."""
+        await anyio.to_thread.run_sync(self._assemble, info, parts)
+
+    def _assemble(self, info: UploadInfo, parts: list[str]) -> None:
+        data = self.data_path(info.id)
+        if not data.exists():
+            raise UploadNotFound(info.id)
+        temp = self._copy_parts(info, parts)
+        try:
+            size = temp.stat().st_size
+            os.replace(temp, data)
+        finally:
+            temp.unlink(missing_ok=True)
+        self._declare_length(info.id, size)
+
+    def _copy_parts(self, info: UploadInfo, parts: list[str]) -> Path:
+        """The parts' bytes, in order, in a new temporary file (the caller moves it)."""
+        temp = self._temp(info.id, "concat")
         try:
             out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             try:
@@ -207,14 +237,10 @@ class FileStore:
                 os.close(out)
             if info.length is not None and position != info.length:
                 raise UploadNotFound("a part changed while it was being concatenated")
-            os.link(temp, data)  # exclusive: never replaces an existing upload
-        finally:
-            temp.unlink(missing_ok=True)
-        try:
-            self._write_info(info)
         except BaseException:
-            data.unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
+        return temp
 
     async def remove(self, upload_id: str) -> None:
         await anyio.to_thread.run_sync(self._remove, upload_id)

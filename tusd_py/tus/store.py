@@ -164,9 +164,17 @@ class LengthDeferrer(Protocol):
 
 @runtime_checkable
 class Concater(Protocol):
-    """``concatenation``: build a final upload from complete partial ones."""
+    """``concatenation``: build a final upload from complete partial ones.
+
+    ``concatenate`` creates the final with its bytes at once. ``assemble`` fills a
+    final created earlier (``concatenation-unfinished``: created by ``create`` with
+    no length while its parts were still being written) with the parts' bytes
+    and sets its length; it may run again after a crash and gives the same result.
+    """
 
     async def concatenate(self, info: UploadInfo, parts: list[str]) -> None: ...
+
+    async def assemble(self, info: UploadInfo, parts: list[str]) -> None: ...
 
 
 #: Extensions every store gets from the handler and the core interface.
@@ -184,4 +192,6 @@ def extensions_for(store: object, *, expiration: bool) -> list[str]:
             extensions.append("expiration")
     if isinstance(store, Concater):
         extensions.append("concatenation")
+        if isinstance(store, Terminater):  # finals waiting for parts are found by a scan
+            extensions.append("concatenation-unfinished")
     return extensions
