@@ -9,6 +9,8 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support import free_port
+from tusd_py.tus.errors import BackendUnavailable
 from tusd_py.tus.locker import LockTimeout
 from tusd_py.tus.quota import QuotaExceeded
 from tusd_py.tus.redislocker import RedisLocker
@@ -137,3 +139,19 @@ async def test_concurrent_reservations_never_exceed_the_cap(redis: aioredis.Redi
     )
     assert sum(result is None for result in results) == 5
     assert len(await quota.held("alice")) == 5
+
+
+async def test_an_unreachable_redis_is_backend_unavailable() -> None:
+    # The handler knows no redis exception: the Redis implementations translate them.
+    down = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    try:
+        with pytest.raises(BackendUnavailable):
+            async with RedisLocker(down).lock("u", wait=0):
+                pass
+        quota = RedisQuota(down, max_uploads=1, max_bytes=1)
+        with pytest.raises(BackendUnavailable):
+            await quota.reserve("alice", "u", 1)
+        with pytest.raises(BackendUnavailable):
+            await quota.held("alice")
+    finally:
+        await down.aclose()
