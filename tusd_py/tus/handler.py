@@ -52,6 +52,7 @@ from .store import (
     OffsetMismatch,
     Store,
     Terminater,
+    UnfinishedConcater,
     UploadBusy,
     UploadInfo,
     UploadNotFound,
@@ -347,6 +348,9 @@ class TusHandler:
             await self.hooks.pre_create(request, info)
         reserved = known if None not in lengths else self.max_size
         await self._create(info, min(reserved, self.max_size))
+        assert isinstance(self.store, UnfinishedConcater)
+        for part_id in info.parts:
+            await self.store.wait_for_part(part_id, info.id)
         # A part may have completed while we created the final: assemble it now then.
         async with self._lock(info.id) as lock:
             info = await self._assemble(await self.store.get(info.id), lock)
@@ -390,7 +394,7 @@ class TusHandler:
         parts = await self._parts_of(final)
         if parts is None or not all(part.complete for part in parts):
             return final
-        assert isinstance(self.store, Concater)
+        assert isinstance(self.store, UnfinishedConcater)
         try:
             await self.store.assemble(final, list(final.parts))
         except (UploadNotFound, FileNotFoundError):  # a part went meanwhile: the final goes too
@@ -400,15 +404,21 @@ class TusHandler:
         return final
 
     async def _finals_of(self, part: UploadInfo) -> list[UploadInfo]:
-        """The owner's unfinished finals that name ``part``. A scan of the unfinished
-        uploads: only run when a partial upload completes or goes."""
-        if not isinstance(self.store, Terminater):
+        """The owner's unfinished finals that wait for ``part``."""
+        if not part.partial or not isinstance(self.store, UnfinishedConcater):
             return []
-        return [
-            info
-            for info in await self.store.scan_unfinished()
-            if info.final and not info.complete and info.owner == part.owner and part.id in info.parts
-        ]
+        finals = []
+        for final_id in await self.store.waiting_finals(part.id):
+            with contextlib.suppress(UploadNotFound):
+                final = await self.store.get(final_id)
+                if (
+                    final.final
+                    and not final.complete
+                    and final.owner == part.owner
+                    and part.id in final.parts
+                ):
+                    finals.append(final)
+        return finals
 
     async def _assemble_finals_of(self, part: UploadInfo) -> None:
         for final in await self._finals_of(part):
@@ -613,22 +623,24 @@ class TusHandler:
         await self._visible(upload_id, owner)
         async with self._lock(upload_id):
             info = await self._visible(upload_id, owner)
-            await self._remove(info)
-        await self._terminated(info)
+            finals = await self._remove(info)
+        await self._terminated(info, finals)
         return self._response(204, {})
 
-    async def _remove(self, info: UploadInfo) -> None:
-        """Remove the upload (under its lock) and stop counting it."""
+    async def _remove(self, info: UploadInfo) -> list[UploadInfo]:
+        """Remove the upload (under its lock) and stop counting it; returns the unfinished
+        finals that waited for it (read before the removal forgets them)."""
         assert isinstance(self.store, Terminater)
+        finals = await self._finals_of(info)
         await self.store.remove(info.id)
         if self.quota is not None:
             await self.quota.release(info.owner, info.id)
+        return finals
 
-    async def _terminated(self, info: UploadInfo, *, notify: bool = True) -> None:
+    async def _terminated(self, info: UploadInfo, finals: list[UploadInfo], *, notify: bool = True) -> None:
         """After a removal: an unfinished final goes with any of its parts; tell the app."""
-        if info.partial:
-            for final in await self._finals_of(info):
-                await self._terminate(final.id, lambda current: not current.complete, notify=notify)
+        for final in finals:
+            await self._terminate(final.id, lambda current: not current.complete, notify=notify)
         if notify and self.hooks.post_terminate is not None:
             try:
                 await self.hooks.post_terminate(info)
@@ -648,10 +660,10 @@ class TusHandler:
                     return False
                 if not still(info):
                     return False
-                await self._remove(info)
+                finals = await self._remove(info)
         except LockTimeout:
             return False
-        await self._terminated(info, notify=notify)
+        await self._terminated(info, finals, notify=notify)
         return True
 
     async def _evict(self, upload_id: str, still: Callable[[UploadInfo], bool]) -> bool:

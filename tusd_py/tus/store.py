@@ -169,15 +169,25 @@ class LengthDeferrer(Protocol):
 
 @runtime_checkable
 class Concater(Protocol):
-    """``concatenation``: build a final upload from complete partial ones.
-
-    ``concatenate`` creates the final with its bytes at once. ``assemble`` fills a
-    final created earlier (``concatenation-unfinished``: created by ``create`` with
-    no length while its parts were still being written) with the parts' bytes
-    and sets its length; it may run again after a crash and gives the same result.
-    """
+    """``concatenation``: build a final upload from complete partial ones."""
 
     async def concatenate(self, info: UploadInfo, parts: list[str]) -> None: ...
+
+
+@runtime_checkable
+class UnfinishedConcater(Protocol):
+    """``concatenation-unfinished``: a final created (by ``create``, with no length) while
+    its parts are still being written, and assembled when the last one completes.
+
+    ``wait_for_part`` records that ``final_id`` waits for ``part_id`` (so the completion
+    of a part finds its finals without a scan); ``waiting_finals`` lists them (removing
+    the part forgets them). ``assemble`` fills the final with the parts' bytes and sets
+    its length; it may run again after a crash and gives the same result.
+    """
+
+    async def wait_for_part(self, part_id: str, final_id: str) -> None: ...
+
+    async def waiting_finals(self, part_id: str) -> list[str]: ...
 
     async def assemble(self, info: UploadInfo, parts: list[str]) -> None: ...
 
@@ -197,6 +207,6 @@ def extensions_for(store: object, *, expiration: bool) -> list[str]:
             extensions.append("expiration")
     if isinstance(store, Concater):
         extensions.append("concatenation")
-        if isinstance(store, Terminater):  # finals waiting for parts are found by a scan
+        if isinstance(store, UnfinishedConcater):
             extensions.append("concatenation-unfinished")
     return extensions
