@@ -162,9 +162,9 @@ class TusHandler:
             return self._error(error)
         except LockTimeout:
             return self._error(errors.locked())
-        except BackendUnavailable:
+        except BackendUnavailable as outage:
             # 423 + Retry-After, never 5xx: see errors.backend_unavailable.
-            logger.exception("backend unavailable on %s %s", method, request.url.path)
+            logger.warning("backend unavailable on %s %s: %s", method, request.url.path, outage)
             return self._error(errors.backend_unavailable())
         except Exception:
             logger.exception("unhandled error on %s %s", method, request.url.path)
