@@ -49,13 +49,7 @@ class Admission:
             await self.quota.reserve(owner, upload_id, nbytes)
             return
         except QuotaExceeded:
-            pass
-        if await self.reconcile(owner):
-            try:
-                await self.quota.reserve(owner, upload_id, nbytes)
-                return
-            except QuotaExceeded:
-                pass
+            await self.reconcile(owner)
         tried: set[str] = set()
         while True:
             try:

@@ -521,7 +521,7 @@ class TusHandler:
         with_body: bool,
     ) -> tuple[UploadInfo, bool]:
         """Under the upload's lock: stream the body (if any) into the upload, then finish it
-        if it is complete. Returns the upload re-read and whether the body went past its
+        if it is complete. Returns the upload as it is now and whether the body went past its
         length (the bytes within it are kept; the caller answers 413 after the lock)."""
         limit = self.max_size if info.length is None else info.length
         content_length = _content_length(request)
