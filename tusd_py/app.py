@@ -74,6 +74,7 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
         expiry_seconds=settings.upload_expiry,
         trust_proxy=settings.trust_proxy,
         quota=services.quota,
+        idle_seconds=settings.upload_idle_timeout,
     )
     auth = AuthEndpoints(services.users, services.passwords, services.tokens, services.throttle)
     tasks = TaskEndpoints(

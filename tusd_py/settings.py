@@ -124,9 +124,16 @@ class Settings:
     )
     trust_proxy: bool = _env(_bool, False, "Honour X-Forwarded-Host/-Proto and Forwarded when building URLs.")
     upload_expiry: int = _env(_int(60), 86400, "Seconds an unfinished upload lives after its last write.")
-    max_pending_uploads: int = _env(_int(1), 20, "Unfinished uploads one user may hold at once.")
+    max_pending_uploads: int = _env(
+        _int(1), 1000, "Unfinished uploads one user may hold at once (a bound on bookkeeping)."
+    )
     max_pending_bytes: int = _env(
         _int(0), 1_073_741_824, "Declared bytes of one user's unfinished uploads, together."
+    )
+    upload_idle_timeout: float = _env(
+        _float(0),
+        60.0,
+        "Seconds after its last write an unfinished upload may be evicted to make room under the caps.",
     )
     login_rate_limit: str = _env(
         str, "10/minute", "Failed logins allowed per username and per client IP (limits syntax)."

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from auth.config import AuthConfig
@@ -34,7 +35,17 @@ from processing.tasks import TaskStore, filename_from_metadata
 from tusd_py.events_api import StreamSlots
 from tusd_py.processing_config import processing_config
 from tusd_py.settings import Settings
-from tusd_py.tus import FileStore, Hooks, RedisLocker, RedisQuota, TusError, UploadInfo
+from tusd_py.tus import (
+    BackendUnavailable,
+    FileStore,
+    Hooks,
+    Locker,
+    Quota,
+    RedisLocker,
+    RedisQuota,
+    TusError,
+    UploadInfo,
+)
 
 REDIS_TIMEOUT = 1.0
 """Seconds a Redis connect or command may take before it fails (RedisError -> 503/423).
@@ -65,8 +76,8 @@ class Services:
     arq: ArqRedis
     slots: StreamSlots
     upload_store: FileStore
-    locker: RedisLocker
-    quota: RedisQuota
+    locker: Locker
+    quota: Quota
     hooks: Hooks
 
 
@@ -119,7 +130,7 @@ def upload_hooks(config: ProcessingConfig, tasks: TaskStore, events: EventLog, a
     it is not applied to partial uploads: they never become tasks themselves
     (tus-js-client's parallel uploads send the metadata with the final upload only), the
     final upload is checked. ``post_finish`` runs once per finished upload; if it raises,
-    the client's request answers 500 and its retry runs it again (submitting is
+    the client's request answers 423 (Redis away) or 500, and its retry runs it again (submitting is
     idempotent). ``post_terminate`` runs after the owner DELETEd an upload.
     """
 
@@ -138,6 +149,12 @@ def upload_hooks(config: ProcessingConfig, tasks: TaskStore, events: EventLog, a
             raise TusError(400, "invalid_metadata", str(error)) from None
 
     async def post_finish(upload: UploadInfo) -> None:
+        try:
+            await _submit(upload)
+        except RedisError as error:  # the handler answers 423: the client retries the finish
+            raise BackendUnavailable(str(error)) from error
+
+    async def _submit(upload: UploadInfo) -> None:
         await submit_task(
             tasks,
             events,

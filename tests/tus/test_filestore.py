@@ -164,3 +164,28 @@ async def test_scan_and_leftover_sweep(tmp_path: Path) -> None:
     assert await store.sweep_temporary(time.time() - 3600) == 2
     assert not orphan_data.exists() and not torn.exists()
     assert (tmp_path / kept.id).exists() and foreign.exists()
+
+
+async def test_an_unfinished_final_is_assembled_once_its_parts_are_complete(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    parts = [new_info(3, partial=True), new_info(2, partial=True)]
+    for part in parts:
+        await store.create(part)
+    final = new_info(None, parts=tuple(part.id for part in parts))
+    await store.create(final)
+    for part in parts:
+        await store.wait_for_part(part.id, final.id)
+        await store.wait_for_part(part.id, final.id)  # recorded twice, listed once
+    assert await store.waiting_finals(parts[0].id) == [final.id]
+    for part, data in zip(parts, (b"abc", b"de"), strict=True):
+        writer = await store.open_writer(part.id, 0)
+        await writer.write(data)
+        await writer.commit()
+    await store.assemble(final, list(final.parts))
+    await store.assemble(final, list(final.parts))  # again (after a crash): same result
+    got = await store.get(final.id)
+    assert (got.length, got.offset) == (5, 5)
+    assert store.data_path(final.id).read_bytes() == b"abcde"
+    await store.remove(parts[0].id)
+    assert await store.waiting_finals(parts[0].id) == []
+    assert not (tmp_path / f"{parts[0].id}.finals").exists()

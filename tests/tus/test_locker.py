@@ -9,8 +9,12 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from tusd_py.tus.locker import LockTimeout, RedisLocker
-from tusd_py.tus.quota import QuotaExceeded, RedisQuota
+from tests.support import free_port
+from tusd_py.tus.errors import BackendUnavailable
+from tusd_py.tus.locker import LockTimeout
+from tusd_py.tus.quota import QuotaExceeded
+from tusd_py.tus.redislocker import RedisLocker
+from tusd_py.tus.redisquota import RedisQuota
 
 
 def new_locker(redis: aioredis.Redis, **options: float) -> RedisLocker:
@@ -33,16 +37,18 @@ async def test_one_holder_at_a_time(redis: aioredis.Redis) -> None:
 async def test_waiter_asks_the_holder_to_let_go(redis: aioredis.Redis) -> None:
     locker = new_locker(redis, poll_interval=0.05)
     interrupted = asyncio.Event()
+    holding = asyncio.Event()
     order: list[str] = []
 
     async def holder() -> None:
         async with locker.lock("u", wait=0) as held:
             held.on_interrupt(interrupted.set)
+            holding.set()
             await interrupted.wait()  # a PATCH would stop reading its body here
             order.append("holder done")
 
     task = asyncio.create_task(holder())
-    await asyncio.sleep(0.1)
+    await holding.wait()  # the lock is taken before we ask for it
     async with locker.lock("u", wait=5) as mine:
         order.append("waiter got it")
         assert not mine.interrupted  # the request that was served is not one against us
@@ -77,7 +83,7 @@ async def test_a_lock_of_a_killed_process_expires(redis_url: str, redis: aioredi
     snippet = f"""
 import asyncio, sys
 import redis.asyncio as aioredis
-from tusd_py.tus.locker import RedisLocker
+from tusd_py.tus.redislocker import RedisLocker
 async def main():
     locker = RedisLocker(aioredis.Redis.from_url({redis_url!r}), prefix={locker.prefix!r},
                          ttl=1.0, poll_interval=0.1)
@@ -133,3 +139,19 @@ async def test_concurrent_reservations_never_exceed_the_cap(redis: aioredis.Redi
     )
     assert sum(result is None for result in results) == 5
     assert len(await quota.held("alice")) == 5
+
+
+async def test_an_unreachable_redis_is_backend_unavailable() -> None:
+    # The handler knows no redis exception: the Redis implementations translate them.
+    down = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    try:
+        with pytest.raises(BackendUnavailable):
+            async with RedisLocker(down).lock("u", wait=0):
+                pass
+        quota = RedisQuota(down, max_uploads=1, max_bytes=1)
+        with pytest.raises(BackendUnavailable):
+            await quota.reserve("alice", "u", 1)
+        with pytest.raises(BackendUnavailable):
+            await quota.held("alice")
+    finally:
+        await down.aclose()

@@ -1,23 +1,32 @@
 """tus 1.0.0 resumable uploads for Starlette, modelled on tusd's pkg/handler.
 
-Compose a store, a locker and the application's hooks into a :class:`TusHandler`
-and mount its ``routes``. This package imports nothing else of tusd-py.
+Compose a store, a locker, a quota and the application's hooks into a
+:class:`TusHandler` and mount its ``routes``. This package imports nothing else of
+tusd-py; only :mod:`.redislocker` and :mod:`.redisquota` import ``redis``.
 """
 
+from .errors import BackendUnavailable, TusError
 from .filestore import FileStore
 from .handler import TusHandler
 from .hooks import Hooks
-from .locker import Locker, LockTimeout, RedisLocker
-from .protocol import TUS_VERSION, TusError
-from .quota import QuotaExceeded, RedisQuota
+from .locker import Locker, LockTimeout
+from .memory import MemoryLocker, MemoryQuota
+from .protocol import TUS_VERSION
+from .quota import Quota, QuotaExceeded
+from .redislocker import RedisLocker
+from .redisquota import RedisQuota
 from .store import Store, UploadInfo
 
 __all__ = [
     "TUS_VERSION",
+    "BackendUnavailable",
     "FileStore",
     "Hooks",
     "LockTimeout",
     "Locker",
+    "MemoryLocker",
+    "MemoryQuota",
+    "Quota",
     "QuotaExceeded",
     "RedisLocker",
     "RedisQuota",

@@ -5,6 +5,7 @@
 ``<dir>/<id>.info``    the description, JSON, written once (temp file + rename)
 ``<dir>/<id>.length``  the length of a deferred upload, declared once (temp + link)
 ``<dir>/<id>.done``    the finish hook has completed (create-exclusive)
+``<dir>/<id>.finals``  ids of unfinished finals waiting for this part, one a line (appended)
 ``<dir>/.tmp/``        files being built: descriptions, checksummed chunks, concatenations
 
 All file-system work runs in worker threads; the event loop only hands over
@@ -187,8 +188,61 @@ class FileStore:
         await anyio.to_thread.run_sync(self._concatenate, info, parts)
 
     def _concatenate(self, info: UploadInfo, parts: list[str]) -> None:
-        temp = self._temp(info.id, "concat")
         data = self.data_path(info.id)
+        temp = self._copy_parts(info, parts)
+        try:
+            os.link(temp, data)  # exclusive: never replaces an existing upload
+        finally:
+            temp.unlink(missing_ok=True)
+        try:
+            self._write_info(info)
+        except BaseException:
+            data.unlink(missing_ok=True)
+            raise
+
+    async def assemble(self, info: UploadInfo, parts: list[str]) -> None:
+        """Fill the (empty, deferred) final ``info`` with its parts' bytes, then declare its
+        length: a crash in between leaves a final without length, assembled again later."""
+        await anyio.to_thread.run_sync(self._assemble, info, parts)
+
+    def _assemble(self, info: UploadInfo, parts: list[str]) -> None:
+        data = self.data_path(info.id)
+        if not data.exists():
+            raise UploadNotFound(info.id)
+        temp = self._copy_parts(info, parts)
+        try:
+            size = temp.stat().st_size
+            os.replace(temp, data)
+        finally:
+            temp.unlink(missing_ok=True)
+        self._declare_length(info.id, size)
+
+    async def wait_for_part(self, part_id: str, final_id: str) -> None:
+        await anyio.to_thread.run_sync(self._wait_for_part, part_id, final_id)
+
+    def _wait_for_part(self, part_id: str, final_id: str) -> None:
+        if not is_upload_id(final_id):
+            raise ValueError(final_id)
+        # One short O_APPEND write per line: concurrent finals never interleave.
+        fd = os.open(self._side(part_id, "finals"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
+        try:
+            os.write(fd, f"{final_id}\n".encode())
+        finally:
+            os.close(fd)
+
+    async def waiting_finals(self, part_id: str) -> list[str]:
+        return await anyio.to_thread.run_sync(self._waiting_finals, part_id)
+
+    def _waiting_finals(self, part_id: str) -> list[str]:
+        try:
+            lines = self._side(part_id, "finals").read_text().split()
+        except FileNotFoundError:
+            return []
+        return [line for line in dict.fromkeys(lines) if is_upload_id(line)]
+
+    def _copy_parts(self, info: UploadInfo, parts: list[str]) -> Path:
+        """The parts' bytes, in order, in a new temporary file (the caller moves it)."""
+        temp = self._temp(info.id, "concat")
         try:
             out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             try:
@@ -207,14 +261,10 @@ class FileStore:
                 os.close(out)
             if info.length is not None and position != info.length:
                 raise UploadNotFound("a part changed while it was being concatenated")
-            os.link(temp, data)  # exclusive: never replaces an existing upload
-        finally:
-            temp.unlink(missing_ok=True)
-        try:
-            self._write_info(info)
         except BaseException:
-            data.unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
+        return temp
 
     async def remove(self, upload_id: str) -> None:
         await anyio.to_thread.run_sync(self._remove, upload_id)
@@ -226,6 +276,7 @@ class FileStore:
             self.data_path(upload_id),
             self._side(upload_id, "length"),
             self._side(upload_id, "done"),
+            self._side(upload_id, "finals"),
         ):
             path.unlink(missing_ok=True)
 
@@ -262,7 +313,7 @@ class FileStore:
             if not is_upload_id(upload_id):
                 continue
             orphan_data = suffix == "" and f"{upload_id}.info" not in names
-            orphan_side = suffix in ("info", "length", "done") and upload_id not in names
+            orphan_side = suffix in ("info", "length", "done", "finals") and upload_id not in names
             if orphan_data or orphan_side:
                 removed += _unlink_if_older(entry, older_than)
         return removed

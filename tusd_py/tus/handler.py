@@ -7,31 +7,35 @@ answers 404 and is never touched, not even interrupted), then takes the
 upload's lock and re-reads it. Bodies are streamed into the store's writer;
 the lock's interrupt cancels the body read when another request asks for the
 upload, and the bytes received so far are kept.
+
+The handler sees interfaces only (store, locker, quota, hooks); refusals come
+from :mod:`~tusd_py.tus.errors`, making room under the caps from
+:mod:`~tusd_py.tus.admission`, the expiry sweep from :mod:`~tusd_py.tus.sweep`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
-from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from . import errors
+from .admission import Admission
+from .errors import OFFSET_CONTENT_TYPE, TUS_VERSION, BackendUnavailable, TusError
 from .hooks import Hooks
 from .locker import Lock, Locker, LockTimeout
 from .protocol import (
-    OFFSET_CONTENT_TYPE,
-    TUS_VERSION,
     Checksum,
     Concat,
-    TusError,
     checksum_algorithms_header,
     http_date,
     is_upload_id,
@@ -40,7 +44,7 @@ from .protocol import (
     parse_metadata,
     parse_non_negative,
 )
-from .quota import QuotaExceeded, RedisQuota
+from .quota import Quota
 from .store import (
     ChunkWriter,
     Concater,
@@ -48,12 +52,14 @@ from .store import (
     OffsetMismatch,
     Store,
     Terminater,
+    UnfinishedConcater,
     UploadBusy,
     UploadInfo,
     UploadNotFound,
     extensions_for,
     is_storage_full,
 )
+from .sweep import sweep_expired
 
 logger = logging.getLogger("tusd_py.tus")
 
@@ -64,18 +70,19 @@ _COLLECTION_METHODS = ("POST", "OPTIONS")
 #: their own sizes (Tus-Max-Size, Upload-Length) and answer with tus headers.
 _NO_BODY_LIMIT = 2**62
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-#: Temporary files untouched this long are leftovers of crashed requests.
-_TEMPORARY_GRACE = 3600.0
 
 
 class TusHandler:
     """tus 1.0.0 core + creation, creation-with-upload, creation-defer-length,
-    termination, checksum, expiration and concatenation (as far as ``store`` can).
+    termination, checksum, expiration, concatenation and concatenation-unfinished
+    (as far as ``store`` can).
 
     ``max_size``: Tus-Max-Size, the largest upload. ``expiry_seconds``: unfinished
-    uploads expire this long after their last write (0 disables). ``lock_wait``:
-    how long a request waits for an upload's lock before answering 423.
-    ``trust_proxy``: build URLs from X-Forwarded-Host/-Proto and Forwarded.
+    uploads expire this long after their last write (0 disables). ``quota``: the
+    per-owner caps (None: no caps). ``idle_seconds``: an unfinished upload not
+    written for this long may be evicted to make room under the caps.
+    ``lock_wait``: how long a request waits for an upload's lock before answering
+    423. ``trust_proxy``: build URLs from X-Forwarded-Host/-Proto and Forwarded.
     """
 
     def __init__(
@@ -87,7 +94,8 @@ class TusHandler:
         max_size: int,
         expiry_seconds: float,
         trust_proxy: bool = False,
-        quota: RedisQuota | None = None,
+        quota: Quota | None = None,
+        idle_seconds: float = 60.0,
         lock_wait: float = 3.0,
         base_path: str = "/files",
     ) -> None:
@@ -98,6 +106,13 @@ class TusHandler:
         self.expiry_seconds = expiry_seconds
         self.trust_proxy = trust_proxy
         self.quota = quota
+        self.admission = (
+            None
+            if quota is None
+            else Admission(
+                quota, store, self._evict, expiry_seconds=expiry_seconds, idle_seconds=idle_seconds
+            )
+        )
         self.lock_wait = lock_wait
         self.base_path = base_path.rstrip("/")
         self.extensions = extensions_for(store, expiration=expiry_seconds > 0)
@@ -133,14 +148,9 @@ class TusHandler:
             # 405 comes before 412: a method we never serve is wrong whatever the version.
             allowed = _COLLECTION_METHODS if upload_id is None else self._member_methods
             if method not in allowed:
-                raise TusError(405, "method_not_allowed", "method not allowed", {"Allow": ", ".join(allowed)})
+                raise errors.method_not_allowed(allowed)
             if request.headers.get("tus-resumable") != TUS_VERSION:
-                raise TusError(
-                    412,
-                    "unsupported_version",
-                    f"Tus-Resumable must be {TUS_VERSION}",
-                    {"Tus-Version": TUS_VERSION},
-                )
+                raise errors.unsupported_version()
             if upload_id is None:
                 return await self._post(request)
             if method == "HEAD":
@@ -149,23 +159,16 @@ class TusHandler:
                 return await self._patch(request, upload_id)
             return await self._delete(request, upload_id)
         except TusError as error:
-            return self._error(error, method)
+            return self._error(error)
         except LockTimeout:
-            return self._error(
-                TusError(
-                    423, "locked", "the upload is in use by another request; retry", {"Retry-After": "1"}
-                ),
-                method,
-            )
-        except RedisError:
-            logger.exception("redis unavailable on %s %s", method, request.url.path)
-            return self._error(
-                TusError(503, "unavailable", "service temporarily unavailable", {"Retry-After": "5"}),
-                method,
-            )
+            return self._error(errors.locked())
+        except BackendUnavailable as outage:
+            # 423 + Retry-After, never 5xx: see errors.backend_unavailable.
+            logger.warning("backend unavailable on %s %s: %s", method, request.url.path, outage)
+            return self._error(errors.backend_unavailable())
         except Exception:
             logger.exception("unhandled error on %s %s", method, request.url.path)
-            return self._error(TusError(500, "internal_error", "internal server error"), method)
+            return self._error(errors.internal_error())
 
     # -- OPTIONS -----------------------------------------------------------------------------
 
@@ -186,29 +189,30 @@ class TusHandler:
         headers = request.headers
         concat = parse_concat(headers["upload-concat"]) if "upload-concat" in headers else None
         if concat is not None and not isinstance(self.store, Concater):
-            raise TusError(400, "invalid_concat", "concatenation is not supported")
+            raise errors.invalid_concat("concatenation is not supported")
         metadata_header = headers.get("upload-metadata", "")
         metadata = parse_metadata(metadata_header)
         length_header = headers.get("upload-length")
         defer_header = headers.get("upload-defer-length")
+        has_body = _has_body(request)
         if concat is not None and concat.final:
             if length_header is not None or defer_header is not None:
-                raise TusError(
-                    400, "invalid_header", "a final upload takes no Upload-Length or Upload-Defer-Length"
-                )
-            if _has_body(request):
-                raise TusError(403, "body_not_allowed", "a final upload takes no body")
+                raise errors.invalid_header("a final upload takes no Upload-Length or Upload-Defer-Length")
+            if has_body:
+                raise errors.final_upload_has_body()
             return await self._post_final(request, owner, concat, metadata, metadata_header)
+        # A body must be declared as tus bytes: a form post never becomes an upload.
+        # A bodiless POST is never refused for its Content-Type.
+        if has_body and _media_type(headers.get("content-type")) != OFFSET_CONTENT_TYPE:
+            raise errors.unsupported_media_type()
         length = self._creation_length(length_header, defer_header)
-
-        with_body = _media_type(headers.get("content-type")) == OFFSET_CONTENT_TYPE
-        checksum = None
-        if with_body and "upload-checksum" in headers:
-            checksum = parse_checksum(headers["upload-checksum"])
+        checksum = (
+            parse_checksum(headers["upload-checksum"]) if has_body and "upload-checksum" in headers else None
+        )
         content_length = _content_length(request)
         limit = self.max_size if length is None else length
-        if with_body and content_length is not None and content_length > limit:
-            raise TusError(413, "too_large", "the body is longer than the upload")
+        if has_body and content_length is not None and content_length > limit:
+            raise errors.too_large_body()
 
         info = UploadInfo(
             id=secrets.token_hex(16),
@@ -222,50 +226,49 @@ class TusHandler:
         if self.hooks.pre_create is not None:
             await self.hooks.pre_create(request, info)
         counted = length != 0
-        if counted:
-            await self._reserve(info)
-        try:
-            await self.store.create(info)
-        except OSError as error:
-            if counted and self.quota is not None:
-                await self.quota.release(owner, info.id)
-            if is_storage_full(error):
-                raise TusError(507, "insufficient_storage", "no space left for uploads") from None
-            raise
-
+        await self._create(info, self.max_size if length is None else length, counted=counted)
         location = self._upload_url(request, info.id)
         async with self._lock(info.id) as lock:
             info = await self.store.get(info.id)
-            too_large = False
-            if with_body and content_length != 0:
-                try:
-                    info, too_large = await self._receive(request, info, lock, checksum, limit)
-                except TusError as error:  # the upload exists: tell the client where it is
-                    error.headers.setdefault("Location", location)
-                    raise
-            if info.complete:
-                await self._completed(info, lock)
+            try:
+                info, too_large = await self._write_and_finish(request, info, lock, checksum, has_body)
+            except TusError as error:  # the upload exists: tell the client where it is
+                error.headers.setdefault("Location", location)
+                raise
         if too_large:
-            raise _too_large(info, location)
+            raise errors.too_large_body(info.offset, location)
         response_headers = {"Location": location, "Upload-Offset": str(info.offset)}
         self._add_expires(response_headers, info)
         return self._response(201, response_headers)
 
     def _creation_length(self, length_header: str | None, defer_header: str | None) -> int | None:
         if length_header is not None and defer_header is not None:
-            raise TusError(400, "invalid_header", "send Upload-Length or Upload-Defer-Length, not both")
+            raise errors.invalid_header("send Upload-Length or Upload-Defer-Length, not both")
         if length_header is not None:
             length = parse_non_negative(length_header, "Upload-Length")
             if length > self.max_size:
-                raise TusError(413, "too_large", f"uploads are limited to {self.max_size} bytes")
+                raise errors.too_large_upload(self.max_size)
             return length
         if defer_header is not None:
             if defer_header.strip() != "1":
-                raise TusError(400, "invalid_header", "Upload-Defer-Length must be 1")
+                raise errors.invalid_header("Upload-Defer-Length must be 1")
             if not isinstance(self.store, LengthDeferrer):
-                raise TusError(400, "invalid_header", "deferred lengths are not supported")
+                raise errors.invalid_header("deferred lengths are not supported")
             return None
-        raise TusError(400, "invalid_header", "Upload-Length or Upload-Defer-Length: 1 is required")
+        raise errors.invalid_header("Upload-Length or Upload-Defer-Length: 1 is required")
+
+    async def _create(self, info: UploadInfo, nbytes: int, *, counted: bool = True) -> None:
+        """Reserve quota (making room if needed), then create the upload in the store."""
+        if counted and self.admission is not None:
+            await self.admission.reserve(info.owner, info.id, nbytes)
+        try:
+            await self.store.create(info)
+        except OSError as error:
+            if counted and self.quota is not None:
+                await self.quota.release(info.owner, info.id)
+            if is_storage_full(error):
+                raise errors.insufficient_storage() from None
+            raise
 
     async def _post_final(
         self,
@@ -276,6 +279,9 @@ class TusHandler:
         metadata_header: str,
     ) -> Response:
         assert isinstance(self.store, Concater)
+        # Every part is checked before any lock is taken: a foreign part answers exactly
+        # as a missing one does, at once, and never makes its owner's request wait.
+        parts = {part_id: await self._part(part_id, owner) for part_id in concat.parts}
         info = UploadInfo(
             id=secrets.token_hex(16),
             owner=owner,
@@ -285,27 +291,43 @@ class TusHandler:
             parts=concat.parts,
             created_at=time.time(),
         )
+        if not all(part.complete for part in parts.values()):
+            if "concatenation-unfinished" not in self.extensions:
+                raise errors.invalid_concat("every partial upload must be complete")
+            return await self._post_unfinished_final(request, info, parts)
+        return await self._post_complete_final(request, info, parts)
+
+    async def _post_complete_final(
+        self, request: Request, info: UploadInfo, parts: dict[str, UploadInfo]
+    ) -> Response:
+        """``concatenation``: every part is complete; the final is built and finished now."""
+        assert isinstance(self.store, Concater)
+        owner = info.owner
         async with contextlib.AsyncExitStack() as stack:
             # Parts are locked (in a fixed order: no deadlock) so none changes or
             # vanishes while it is copied; complete parts are never written anyway.
-            parts: dict[str, UploadInfo] = {}
-            for part_id in sorted(set(concat.parts)):
+            for part_id in sorted(parts):
                 await stack.enter_async_context(
                     self.locker.lock(part_id, wait=self.lock_wait, request_release=False)
                 )
                 parts[part_id] = await self._part(part_id, owner)
-            info.length = sum(parts[part_id].offset for part_id in concat.parts)
+            info.length = sum(parts[part_id].offset for part_id in info.parts)
             if info.length > self.max_size:
-                raise TusError(413, "too_large", f"uploads are limited to {self.max_size} bytes")
+                raise errors.too_large_upload(self.max_size)
             if self.hooks.pre_create is not None:
                 await self.hooks.pre_create(request, info)
+            # A final reserves its own bytes like any upload (released once it is finished).
+            if info.length and self.admission is not None:
+                await self.admission.reserve(owner, info.id, info.length)
             try:
-                await self.store.concatenate(info, list(concat.parts))
-            except UploadNotFound:
-                raise TusError(400, "invalid_concat", "a partial upload changed; retry") from None
-            except OSError as error:
+                await self.store.concatenate(info, list(info.parts))
+            except BaseException as error:
+                if self.quota is not None:
+                    await self.quota.release(owner, info.id)
+                if isinstance(error, UploadNotFound):
+                    raise errors.invalid_concat("a partial upload changed; retry") from None
                 if is_storage_full(error):
-                    raise TusError(507, "insufficient_storage", "no space left") from None
+                    raise errors.insufficient_storage() from None
                 raise
         async with self._lock(info.id) as lock:
             info = await self.store.get(info.id)
@@ -313,53 +335,99 @@ class TusHandler:
         headers = {"Location": self._upload_url(request, info.id), "Upload-Offset": str(info.offset)}
         return self._response(201, headers)
 
+    async def _post_unfinished_final(
+        self, request: Request, info: UploadInfo, parts: dict[str, UploadInfo]
+    ) -> Response:
+        """``concatenation-unfinished``: the final exists now, its bytes once every part is
+        complete (the PATCH that completes the last part assembles it)."""
+        lengths = [part.length for part in parts.values()]
+        known = sum(length for length in lengths if length is not None)
+        if known > self.max_size:
+            raise errors.too_large_upload(self.max_size)
+        if self.hooks.pre_create is not None:
+            await self.hooks.pre_create(request, info)
+        reserved = known if None not in lengths else self.max_size
+        await self._create(info, min(reserved, self.max_size))
+        assert isinstance(self.store, UnfinishedConcater)
+        for part_id in info.parts:
+            await self.store.wait_for_part(part_id, info.id)
+        # A part may have completed while we created the final: assemble it now then.
+        async with self._lock(info.id) as lock:
+            info = await self._assemble(await self.store.get(info.id), lock)
+        headers = {"Location": self._upload_url(request, info.id)}
+        if info.complete:
+            headers["Upload-Offset"] = str(info.offset)
+        return self._response(201, headers)
+
     async def _part(self, part_id: str, owner: str) -> UploadInfo:
-        """A part of a final upload: the caller's, partial, complete and not expired."""
-        refused = TusError(400, "invalid_concat", f"{part_id} is not a complete partial upload")
+        """A part of a final upload: the caller's, partial and not expired."""
+        # One answer, without the id, for missing, foreign, complete-plain and expired parts.
+        refused = errors.invalid_concat("Upload-Concat names an upload that is not a partial upload of yours")
         try:
             part = await self.store.get(part_id)
         except UploadNotFound:
             raise refused from None
-        if part.owner != owner or not part.partial or not part.complete:
-            raise refused
-        if part.expired(self.expiry_seconds, time.time()):
+        if part.owner != owner or not part.partial or part.expired(self.expiry_seconds, time.time()):
             raise refused
         return part
 
-    async def _reserve(self, info: UploadInfo) -> None:
-        if self.quota is None:
-            return
-        nbytes = self.max_size if info.length is None else info.length
-        for attempt in range(2):
-            try:
-                await self.quota.reserve(info.owner, info.id, nbytes)
-                return
-            except QuotaExceeded as exceeded:
-                if attempt == 0 and await self._reconcile(info.owner):
-                    continue
-                what = "unfinished uploads" if exceeded.reason == "uploads" else "pending bytes"
-                raise TusError(
-                    429,
-                    "too_many_uploads",
-                    f"too many {what}: finish or delete some uploads first",
-                    {"Retry-After": str(self.quota.retry_after)},
-                ) from None
+    # -- concatenation-unfinished ------------------------------------------------------------
 
-    async def _reconcile(self, owner: str) -> bool:
-        """Drop quota entries of uploads that are gone, complete or expired."""
-        assert self.quota is not None
-        released = False
-        now = time.time()
-        for upload_id in await self.quota.held(owner):
+    async def _parts_of(self, final: UploadInfo) -> list[UploadInfo] | None:
+        """The final's parts as they are now; None if one is gone or not its owner's."""
+        parts = []
+        for part_id in final.parts:
             try:
-                info = await self.store.get(upload_id)
-                stale = info.owner != owner or info.complete or info.expired(self.expiry_seconds, now)
+                part = await self.store.get(part_id)
             except UploadNotFound:
-                stale = True
-            if stale:
-                await self.quota.release(owner, upload_id)
-                released = True
-        return released
+                return None
+            if part.owner != final.owner:
+                return None
+            parts.append(part)
+        return parts
+
+    async def _assemble(self, final: UploadInfo, lock: Lock) -> UploadInfo:
+        """Under the final's lock: if every part is complete, build the final's bytes and
+        finish it (the hook runs once: ``_completed`` is idempotent). Else leave it."""
+        if not final.final or final.complete:
+            return final
+        parts = await self._parts_of(final)
+        if parts is None or not all(part.complete for part in parts):
+            return final
+        assert isinstance(self.store, UnfinishedConcater)
+        try:
+            await self.store.assemble(final, list(final.parts))
+        except (UploadNotFound, FileNotFoundError):  # a part went meanwhile: the final goes too
+            return final
+        final = await self.store.get(final.id)
+        await self._completed(final, lock)
+        return final
+
+    async def _finals_of(self, part: UploadInfo) -> list[UploadInfo]:
+        """The owner's unfinished finals that wait for ``part``."""
+        if not part.partial or not isinstance(self.store, UnfinishedConcater):
+            return []
+        finals = []
+        for final_id in await self.store.waiting_finals(part.id):
+            with contextlib.suppress(UploadNotFound):
+                final = await self.store.get(final_id)
+                if (
+                    final.final
+                    and not final.complete
+                    and final.owner == part.owner
+                    and part.id in final.parts
+                ):
+                    finals.append(final)
+        return finals
+
+    async def _assemble_finals_of(self, part: UploadInfo) -> None:
+        for final in await self._finals_of(part):
+            try:
+                async with self.locker.lock(final.id, wait=self.lock_wait, request_release=False) as lock:
+                    with contextlib.suppress(UploadNotFound):
+                        await self._assemble(await self.store.get(final.id), lock)
+            except LockTimeout:  # its holder (a HEAD) assembles it
+                continue
 
     # -- HEAD --------------------------------------------------------------------------------
 
@@ -370,11 +438,22 @@ class TusHandler:
             info = await self._visible(upload_id, owner)
             if info.complete:
                 await self._completed(info, lock)
-        headers = {"Upload-Offset": str(info.offset), "Cache-Control": "no-store"}
-        if info.length is None:
+            elif info.final:
+                info = await self._assemble(info, lock)
+        headers = {"Cache-Control": "no-store"}
+        length = info.length
+        if info.final and not info.complete:
+            # An unfinished final has no offset yet (the spec allows leaving it out);
+            # its length is known once every part's is.
+            parts = await self._parts_of(info) or []
+            lengths = [part.length for part in parts]
+            length = None if None in lengths or not parts else sum(lengths)  # type: ignore[arg-type]
+        else:
+            headers["Upload-Offset"] = str(info.offset)
+        if length is None:
             headers["Upload-Defer-Length"] = "1"
         else:
-            headers["Upload-Length"] = str(info.length)
+            headers["Upload-Length"] = str(length)
         if info.metadata_header:
             headers["Upload-Metadata"] = info.metadata_header
         if info.partial:
@@ -391,37 +470,27 @@ class TusHandler:
         owner = await self._authenticate(request)
         headers = request.headers
         if _media_type(headers.get("content-type")) != OFFSET_CONTENT_TYPE:
-            raise TusError(415, "unsupported_media_type", f"Content-Type must be {OFFSET_CONTENT_TYPE}")
+            raise errors.unsupported_media_type()
         if "upload-offset" not in headers:
-            raise TusError(400, "invalid_header", "Upload-Offset is required")
+            raise errors.invalid_header("Upload-Offset is required")
         offset = parse_non_negative(headers["upload-offset"], "Upload-Offset")
         checksum = parse_checksum(headers["upload-checksum"]) if "upload-checksum" in headers else None
         declared = None
         if "upload-length" in headers:
             declared = parse_non_negative(headers["upload-length"], "Upload-Length")
-        content_length = _content_length(request)
 
         await self._visible(upload_id, owner)
         async with self._lock(upload_id) as lock:
             info = await self._visible(upload_id, owner)
             if info.final:
-                raise TusError(403, "final_upload", "a final upload cannot be written to")
+                raise errors.final_upload_not_writable()
             if offset != info.offset:
-                raise TusError(
-                    409, "offset_mismatch", f"Upload-Offset is {offset} but the upload is at {info.offset}"
-                )
+                raise errors.offset_mismatch(offset, info.offset)
             if declared is not None:
                 info = await self._declare_length(info, declared)
-            limit = self.max_size if info.length is None else info.length
-            if content_length is not None and offset + content_length > limit:
-                raise TusError(413, "too_large", "the body goes past the upload's length")
-            too_large = False
-            if content_length != 0:
-                info, too_large = await self._receive(request, info, lock, checksum, limit)
-            if info.complete:
-                await self._completed(info, lock)
+            info, too_large = await self._write_and_finish(request, info, lock, checksum, True)
         if too_large:
-            raise _too_large(info)
+            raise errors.too_large_body(info.offset)
         response_headers = {"Upload-Offset": str(info.offset)}
         self._add_expires(response_headers, info)
         return self._response(204, response_headers)
@@ -429,17 +498,41 @@ class TusHandler:
     async def _declare_length(self, info: UploadInfo, declared: int) -> UploadInfo:
         if not info.deferred:
             if declared != info.length:
-                raise TusError(400, "invalid_header", "Upload-Length cannot be changed")
+                raise errors.invalid_header("Upload-Length cannot be changed")
             return info
         if declared < info.offset:
-            raise TusError(400, "invalid_header", "Upload-Length is below the upload's offset")
+            raise errors.invalid_header("Upload-Length is below the upload's offset")
         if declared > self.max_size:
-            raise TusError(413, "too_large", f"uploads are limited to {self.max_size} bytes")
+            raise errors.too_large_upload(self.max_size)
         assert isinstance(self.store, LengthDeferrer)
         await self.store.declare_length(info.id, declared)
         if self.quota is not None:
             await self.quota.update(info.owner, info.id, declared)
         return await self.store.get(info.id)
+
+    # -- the write path shared by POST (creation-with-upload) and PATCH ---------------------
+
+    async def _write_and_finish(
+        self,
+        request: Request,
+        info: UploadInfo,
+        lock: Lock,
+        checksum: Checksum | None,
+        with_body: bool,
+    ) -> tuple[UploadInfo, bool]:
+        """Under the upload's lock: stream the body (if any) into the upload, then finish it
+        if it is complete. Returns the upload as it is now and whether the body went past its
+        length (the bytes within it are kept; the caller answers 413 after the lock)."""
+        limit = self.max_size if info.length is None else info.length
+        content_length = _content_length(request)
+        if content_length is not None and info.offset + content_length > limit:
+            raise errors.too_large_body()
+        too_large = False
+        if with_body and content_length != 0:
+            info, too_large = await self._receive(request, info, lock, checksum, limit)
+        if info.complete:
+            await self._completed(info, lock)
+        return info, too_large
 
     async def _receive(
         self,
@@ -452,6 +545,7 @@ class TusHandler:
         """Stream the request body into the upload; return it re-read, and whether the
         body went past ``limit`` (the bytes within it are kept).
 
+        The offset comes from the writer (the bytes it appended), not from a re-read.
         Stops early, keeping what arrived, when the client goes away or another
         request asks for the lock. A checksummed body is staged and appended only
         once verified, so an unverified byte is never part of the upload.
@@ -464,11 +558,11 @@ class TusHandler:
                 hasher=checksum.new_hasher() if checksum is not None else None,
             )
         except OffsetMismatch as mismatch:
-            raise TusError(409, "offset_mismatch", f"the upload is at {mismatch.stored}") from None
+            raise errors.offset_mismatch(None, mismatch.stored) from None
         except UploadBusy:
             raise LockTimeout(info.id) from None
         except UploadNotFound:
-            raise TusError(404, "not_found", "upload not found") from None
+            raise errors.not_found() from None
         try:
             too_large, cut_short = await self._read_body(request, lock, writer, limit - info.offset)
             if checksum is not None and (cut_short or too_large):
@@ -477,26 +571,22 @@ class TusHandler:
                 await writer.flush()
                 if checksum is not None and writer.digest() != checksum.digest:
                     await writer.discard()
-                    raise TusError(
-                        460,
-                        "checksum_mismatch",
-                        f"the body does not match its {checksum.algorithm} checksum",
-                    )
+                    raise errors.checksum_mismatch(checksum.algorithm)
                 await writer.commit()
         except OSError as error:
             if not is_storage_full(error):
                 raise
             logger.warning("storage full while writing upload %s: %s", info.id, error)
             stored = await self.store.get(info.id)
-            raise TusError(
-                507,
-                "insufficient_storage",
-                "no space left; the bytes that were stored are kept",
-                {"Upload-Offset": str(stored.offset)},
-            ) from None
+            raise errors.insufficient_storage(stored.offset) from None
         finally:
             writer.close()
-        return await self.store.get(info.id), too_large
+        # The writer knows where the bytes end now: no re-read (one thread hop less per PATCH).
+        moved = writer.offset != info.offset
+        updated = dataclasses.replace(
+            info, offset=writer.offset, updated_at=time.time() if moved else info.updated_at
+        )
+        return updated, too_large
 
     async def _read_body(
         self, request: Request, lock: Lock, writer: ChunkWriter, room: int
@@ -526,78 +616,91 @@ class TusHandler:
                 unregister()
         return too_large, cut_short or scope.cancelled_caught
 
-    # -- DELETE ------------------------------------------------------------------------------
+    # -- DELETE, and the termination path shared with eviction and expiry --------------------
 
     async def _delete(self, request: Request, upload_id: str) -> Response:
         owner = await self._authenticate(request)
-        assert isinstance(self.store, Terminater)
         await self._visible(upload_id, owner)
         async with self._lock(upload_id):
             info = await self._visible(upload_id, owner)
-            await self.store.remove(upload_id)
+            finals = await self._remove(info)
+        await self._terminated(info, finals)
+        return self._response(204, {})
+
+    async def _remove(self, info: UploadInfo) -> list[UploadInfo]:
+        """Remove the upload (under its lock) and stop counting it; returns the unfinished
+        finals that waited for it (read before the removal forgets them)."""
+        assert isinstance(self.store, Terminater)
+        finals = await self._finals_of(info)
+        await self.store.remove(info.id)
         if self.quota is not None:
-            await self.quota.release(owner, upload_id)
-        if self.hooks.post_terminate is not None:
+            await self.quota.release(info.owner, info.id)
+        return finals
+
+    async def _terminated(self, info: UploadInfo, finals: list[UploadInfo], *, notify: bool = True) -> None:
+        """After a removal: an unfinished final goes with any of its parts; tell the app."""
+        for final in finals:
+            await self._terminate(final.id, lambda current: not current.complete, notify=notify)
+        if notify and self.hooks.post_terminate is not None:
             try:
                 await self.hooks.post_terminate(info)
             except Exception:  # the upload is gone either way
-                logger.exception("post_terminate hook failed for upload %s", upload_id)
-        return self._response(204, {})
+                logger.exception("post_terminate hook failed for upload %s", info.id)
+
+    async def _terminate(
+        self, upload_id: str, still: Callable[[UploadInfo], bool], *, notify: bool = True
+    ) -> bool:
+        """Remove ``upload_id`` if ``still(info)`` holds under its lock, taken without
+        waiting or asking (a busy upload is not idle); True if it was removed."""
+        try:
+            async with self.locker.lock(upload_id, wait=0, request_release=False):
+                try:
+                    info = await self.store.get(upload_id)
+                except UploadNotFound:
+                    return False
+                if not still(info):
+                    return False
+                finals = await self._remove(info)
+        except LockTimeout:
+            return False
+        await self._terminated(info, finals, notify=notify)
+        return True
+
+    async def _evict(self, upload_id: str, still: Callable[[UploadInfo], bool]) -> bool:
+        """Eviction (to make room under the caps) is a termination like a DELETE."""
+        logger.info("evicting idle upload %s", upload_id)
+        return await self._terminate(upload_id, still)
 
     # -- expiry ------------------------------------------------------------------------------
 
     async def sweep_expired(self) -> int:
-        """Remove expired uploads (and leftovers of crashed requests); returns how many.
+        """Remove expired uploads (and leftovers of crashed requests); returns how many."""
 
-        An upload being written is never expired under its writer: the sweep
-        takes each lock without waiting and without asking for it.
-        """
-        if not isinstance(self.store, Terminater):
-            return 0
-        removed = 0
-        if self.expiry_seconds > 0:
-            now = time.time()
-            for candidate in await self.store.scan_unfinished():
-                if not candidate.expired(self.expiry_seconds, now):
-                    continue
-                try:
-                    async with self.locker.lock(candidate.id, wait=0, request_release=False):
-                        try:
-                            info = await self.store.get(candidate.id)
-                        except UploadNotFound:
-                            continue
-                        if not info.expired(self.expiry_seconds, time.time()):
-                            continue
-                        await self.store.remove(info.id)
-                except LockTimeout:
-                    continue
-                if self.quota is not None:
-                    await self.quota.release(info.owner, info.id)
-                removed += 1
-        grace = max(self.expiry_seconds, _TEMPORARY_GRACE)
-        await self.store.sweep_temporary(time.time() - grace)
-        return removed
+        async def expire(upload_id: str, still: Callable[[UploadInfo], bool]) -> bool:
+            return await self._terminate(upload_id, still, notify=False)
+
+        return await sweep_expired(self.store, self.expiry_seconds, expire)
 
     # -- shared steps ------------------------------------------------------------------------
 
     async def _authenticate(self, request: Request) -> str:
         owner = await self.hooks.authenticate(request)
         if not owner:
-            raise TusError(401, "unauthorized", "authentication required", {"WWW-Authenticate": "Bearer"})
+            raise errors.unauthorized()
         return owner
 
     async def _visible(self, upload_id: str, owner: str) -> UploadInfo:
         """The upload if the caller may see it: 404 for missing *and* foreign, 410 if expired."""
         if not is_upload_id(upload_id):
-            raise TusError(404, "not_found", "upload not found")
+            raise errors.not_found()
         try:
             info = await self.store.get(upload_id)
         except UploadNotFound:
-            raise TusError(404, "not_found", "upload not found") from None
+            raise errors.not_found() from None
         if info.owner != owner:
-            raise TusError(404, "not_found", "upload not found")
+            raise errors.not_found()
         if info.expired(self.expiry_seconds, time.time()):
-            raise TusError(410, "expired", "the upload has expired")
+            raise errors.expired()
         return info
 
     @contextlib.asynccontextmanager
@@ -606,23 +709,25 @@ class TusHandler:
             yield lock
 
     async def _completed(self, info: UploadInfo, lock: Lock) -> None:
-        """All bytes are stored: stop counting the upload and run the finish hook once."""
-        if self.quota is not None and not info.final:
+        """All bytes are stored: stop counting the upload, assemble the finals waiting for
+        it (a partial) or run the finish hook once (anything else)."""
+        if self.quota is not None:
             await self.quota.release(info.owner, info.id)
-        if info.partial or info.finished:
+        if info.partial:
+            await self._assemble_finals_of(info)
+            return
+        if info.finished:
             return
         if lock.lost:  # exclusivity is gone: let the next request run the hook
             raise LockTimeout(info.id)
         if self.hooks.post_finish is not None:
             try:
                 await self.hooks.post_finish(info)
-            except TusError:
+            except (TusError, BackendUnavailable):
                 raise
             except Exception:
                 logger.exception("post_finish hook failed for upload %s", info.id)
-                raise TusError(
-                    500, "finish_failed", "the upload is stored but could not be finished; retry"
-                ) from None
+                raise errors.finish_failed() from None
         await self.store.mark_finished(info.id)
         info.finished = True
 
@@ -644,17 +749,10 @@ class TusHandler:
         headers["Tus-Resumable"] = TUS_VERSION
         return Response(status_code=status, headers=headers)
 
-    def _error(self, error: TusError, method: str) -> Response:
+    def _error(self, error: TusError) -> Response:
         headers = {**error.headers, "Tus-Resumable": TUS_VERSION}
         body = {"error": {"code": error.code, "message": error.message}}
         return JSONResponse(body, status_code=error.status, headers=headers)
-
-
-def _too_large(info: UploadInfo, location: str | None = None) -> TusError:
-    headers = {"Upload-Offset": str(info.offset)}
-    if location is not None:
-        headers["Location"] = location
-    return TusError(413, "too_large", "the body goes past the upload's length", headers)
 
 
 def _method(request: Request) -> str:

@@ -12,13 +12,16 @@ import binascii
 import email.utils
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-TUS_VERSION = "1.0.0"
-OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+from . import errors
+from .errors import OFFSET_CONTENT_TYPE, TUS_VERSION, TusError
+
+__all__ = ["OFFSET_CONTENT_TYPE", "TUS_VERSION", "TusError"]
+
 
 #: Largest ``Upload-Metadata`` header we accept, in bytes (tusd has no limit; 4 KiB is plenty
 #: for a filename, a type and a few keys, and bounds what we store per upload).
@@ -41,23 +44,6 @@ _DIGITS_RE = re.compile(r"^[0-9]+$")
 _METADATA_KEY_RE = re.compile(r"^[!-+\--~]+$")  # visible ASCII except ',' (0x2c); no spaces
 
 
-class TusError(Exception):
-    """A refusal with the HTTP status, a machine-readable code and a human message."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers: dict[str, str] = dict(headers or {})
-
-
 def is_upload_id(value: str) -> bool:
     return bool(UPLOAD_ID_RE.match(value))
 
@@ -66,7 +52,7 @@ def parse_non_negative(value: str, header: str) -> int:
     """A decimal integer >= 0 (no sign, no spaces), as Upload-Offset and Upload-Length are."""
     value = value.strip()
     if not _DIGITS_RE.match(value) or len(value) > _MAX_DIGITS:
-        raise TusError(400, "invalid_header", f"{header} must be a non-negative integer")
+        raise errors.invalid_header(f"{header} must be a non-negative integer")
     return int(value)
 
 
@@ -78,7 +64,7 @@ def parse_metadata(header: str) -> dict[str, str]:
     the header itself is stored and echoed as sent, so nothing is lost.
     """
     if len(header) > MAX_METADATA_BYTES:  # ASGI headers are latin-1: one char per byte
-        raise TusError(400, "invalid_metadata", f"Upload-Metadata is longer than {MAX_METADATA_BYTES} bytes")
+        raise errors.invalid_metadata(f"Upload-Metadata is longer than {MAX_METADATA_BYTES} bytes")
     result: dict[str, str] = {}
     if not header.strip():
         return result
@@ -86,15 +72,13 @@ def parse_metadata(header: str) -> dict[str, str]:
         pair = raw_pair.strip()
         key, _, value = pair.partition(" ")
         if not key or not _METADATA_KEY_RE.match(key):
-            raise TusError(400, "invalid_metadata", "Upload-Metadata keys must be non-empty, without spaces")
+            raise errors.invalid_metadata("Upload-Metadata keys must be non-empty, without spaces")
         if key in result:
-            raise TusError(400, "invalid_metadata", f"Upload-Metadata key {key!r} is repeated")
+            raise errors.invalid_metadata(f"Upload-Metadata key {key!r} is repeated")
         try:
             decoded = base64.b64decode(value, validate=True) if value else b""
         except (binascii.Error, ValueError):
-            raise TusError(
-                400, "invalid_metadata", f"Upload-Metadata value of {key!r} is not valid base64"
-            ) from None
+            raise errors.invalid_metadata(f"Upload-Metadata value of {key!r} is not valid base64") from None
         result[key] = decoded.decode("utf-8", "replace")
     return result
 
@@ -128,19 +112,21 @@ def parse_concat(header: str) -> Concat:
         return Concat(partial=True)
     kind, sep, rest = value.partition(";")
     if kind.strip() != "final" or not sep:
-        raise TusError(400, "invalid_concat", "Upload-Concat must be 'partial' or 'final;<urls>'")
+        raise errors.invalid_concat("Upload-Concat must be 'partial' or 'final;<urls>'")
     urls = rest.split()
     if not urls:
-        raise TusError(400, "invalid_concat", "Upload-Concat: final names no partial uploads")
+        raise errors.invalid_concat("Upload-Concat: final names no partial uploads")
     if len(urls) > MAX_CONCAT_PARTS:
-        raise TusError(
-            400, "invalid_concat", f"Upload-Concat: final names more than {MAX_CONCAT_PARTS} parts"
-        )
-    parts = []
+        raise errors.invalid_concat(f"Upload-Concat: final names more than {MAX_CONCAT_PARTS} parts")
+    parts: list[str] = []
+    seen: set[str] = set()
     for url in urls:
         upload_id = upload_id_from_url(url)
         if upload_id is None:
-            raise TusError(400, "invalid_concat", "Upload-Concat names an invalid upload URL")
+            raise errors.invalid_concat("Upload-Concat names an invalid upload URL")
+        if upload_id in seen:  # one part named N times would multiply its bytes for free
+            raise errors.invalid_concat("Upload-Concat names a partial upload more than once")
+        seen.add(upload_id)
         parts.append(upload_id)
     return Concat(partial=False, parts=tuple(parts))
 
@@ -160,26 +146,20 @@ def parse_checksum(header: str) -> Checksum:
     """Parse ``Upload-Checksum: <algorithm> <base64 digest>``.
 
     An unknown algorithm is 400 (the spec's answer); so is a digest that is not
-    base64 or has the wrong length for its algorithm.
+    base64. Any other digest is compared with the chunk's (460 when it differs).
     """
     algorithm, sep, encoded = header.strip().partition(" ")
     algorithm = algorithm.lower()
     if not sep or not encoded.strip():
-        raise TusError(400, "invalid_checksum", "Upload-Checksum must be '<algorithm> <base64>'")
+        raise errors.invalid_checksum("Upload-Checksum must be '<algorithm> <base64>'")
     if algorithm not in CHECKSUM_ALGORITHMS:
-        raise TusError(
-            400,
-            "unsupported_checksum_algorithm",
-            f"checksum algorithm {algorithm!r} is not supported (supported: {checksum_algorithms_header()})",
-        )
+        raise errors.unsupported_checksum_algorithm(algorithm, checksum_algorithms_header())
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise TusError(400, "invalid_checksum", "Upload-Checksum digest is not base64") from None
-    if len(digest) != CHECKSUM_ALGORITHMS[algorithm]().digest_size:
-        raise TusError(
-            400, "invalid_checksum", f"Upload-Checksum digest has the wrong length for {algorithm}"
-        )
+        raise errors.invalid_checksum("Upload-Checksum digest is not base64") from None
+    # A digest of the wrong length is well-formed but can never match: the chunk is
+    # read and answered 460 like any other mismatch (what clients expect), not 400.
     return Checksum(algorithm, digest)
 
 

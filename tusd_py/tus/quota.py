@@ -1,35 +1,18 @@
-"""Per-owner caps on unfinished uploads, counted in Redis so every node agrees.
+"""Per-owner caps on unfinished uploads: the interface the handler sees.
 
-One hash per owner maps each unfinished upload to its declared bytes (a
-deferred length counts as the maximum size until it is known). A reservation
-is checked and recorded in one Lua script, so two concurrent creations cannot
-both slip under a cap. Entries are released on completion, termination and
-expiry; the handler also reconciles an owner's entries against the store when a
-cap is hit, so an entry leaked by a crash cannot block its owner for good.
+An owner's unfinished uploads are counted with their declared bytes (a deferred
+length counts as the maximum size until it is known). ``reserve`` checks the caps
+and records the upload in one atomic step, so two concurrent creations cannot
+both slip under a cap. Entries are released on completion, termination, eviction
+and expiry; when a cap is hit the handler reconciles the owner's entries against
+the store and evicts idle uploads (:mod:`~tusd_py.tus.admission`) before it refuses.
+Implementations: :class:`~tusd_py.tus.redisquota.RedisQuota` (shared by every node)
+and :class:`~tusd_py.tus.memory.MemoryQuota` (one process).
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
-_RESERVE = """
-local held = redis.call('HVALS', KEYS[1])
-local count = #held
-local total = 0
-for _, value in ipairs(held) do total = total + tonumber(value) end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
-if count + 1 > tonumber(ARGV[3]) then return -1 end
-if total + tonumber(ARGV[2]) > tonumber(ARGV[4]) then return -2 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-_UPDATE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-end
-return 1
-"""
+from typing import Protocol
 
 
 class QuotaExceeded(Exception):
@@ -40,54 +23,21 @@ class QuotaExceeded(Exception):
         self.reason = reason
 
 
-class RedisQuota:
-    """Caps: ``max_uploads`` unfinished uploads and ``max_bytes`` declared bytes per owner."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        max_uploads: int,
-        max_bytes: int,
-        prefix: str = "tus:pending:",
-        retry_after: int = 60,
-    ) -> None:
-        self.redis = redis
-        self.max_uploads = max_uploads
-        self.max_bytes = max_bytes
-        self.prefix = prefix
-        self.retry_after = retry_after
-        self._reserve = redis.register_script(_RESERVE)
-        self._update = redis.register_script(_UPDATE)
-
-    def _key(self, owner: str) -> str:
-        return f"{self.prefix}{owner}"
+class Quota(Protocol):
+    #: Seconds a refused client is told to wait (``Retry-After`` of the 429).
+    retry_after: int
 
     async def reserve(self, owner: str, upload_id: str, nbytes: int) -> None:
-        """Count a new unfinished upload of ``nbytes``; :class:`QuotaExceeded` past a cap."""
-        result = int(
-            await self._reserve(
-                keys=[self._key(owner)],
-                args=[upload_id, nbytes, self.max_uploads, self.max_bytes],
-            )
-        )
-        if result == -1:
-            raise QuotaExceeded("uploads")
-        if result == -2:
-            raise QuotaExceeded("bytes")
+        """Count a new unfinished upload of ``nbytes`` (idempotent per upload);
+        :class:`QuotaExceeded` past a cap."""
+        ...
 
     async def update(self, owner: str, upload_id: str, nbytes: int) -> None:
-        """A deferred length became known: count ``nbytes`` instead of the maximum."""
-        await self._update(keys=[self._key(owner)], args=[upload_id, nbytes])
+        """A deferred length became known: count ``nbytes`` (never re-adds a released upload)."""
+        ...
 
-    async def release(self, owner: str, upload_id: str) -> None:
-        await self.redis.hdel(self._key(owner), upload_id)
+    async def release(self, owner: str, upload_id: str) -> None: ...
 
     async def held(self, owner: str) -> dict[str, int]:
         """The owner's counted uploads and their bytes."""
-        raw = await self.redis.hgetall(self._key(owner))
-        return {_text(key): int(value) for key, value in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        ...

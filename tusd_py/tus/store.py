@@ -105,6 +105,11 @@ class ChunkWriter(Protocol):
     @property
     def received(self) -> int: ...
 
+    @property
+    def offset(self) -> int:
+        """Where the upload's bytes end, once flushed, committed or discarded."""
+        ...
+
     async def write(self, chunk: bytes) -> None: ...
 
     async def flush(self) -> None: ...
@@ -169,6 +174,24 @@ class Concater(Protocol):
     async def concatenate(self, info: UploadInfo, parts: list[str]) -> None: ...
 
 
+@runtime_checkable
+class UnfinishedConcater(Protocol):
+    """``concatenation-unfinished``: a final created (by ``create``, with no length) while
+    its parts are still being written, and assembled when the last one completes.
+
+    ``wait_for_part`` records that ``final_id`` waits for ``part_id`` (so the completion
+    of a part finds its finals without a scan); ``waiting_finals`` lists them (removing
+    the part forgets them). ``assemble`` fills the final with the parts' bytes and sets
+    its length; it may run again after a crash and gives the same result.
+    """
+
+    async def wait_for_part(self, part_id: str, final_id: str) -> None: ...
+
+    async def waiting_finals(self, part_id: str) -> list[str]: ...
+
+    async def assemble(self, info: UploadInfo, parts: list[str]) -> None: ...
+
+
 #: Extensions every store gets from the handler and the core interface.
 CORE_EXTENSIONS = ("creation", "creation-with-upload", "checksum")
 
@@ -184,4 +207,6 @@ def extensions_for(store: object, *, expiration: bool) -> list[str]:
             extensions.append("expiration")
     if isinstance(store, Concater):
         extensions.append("concatenation")
+        if isinstance(store, UnfinishedConcater):
+            extensions.append("concatenation-unfinished")
     return extensions

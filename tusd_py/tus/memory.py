@@ -1,0 +1,120 @@
+"""In-process :class:`~tusd_py.tus.locker.Locker` and :class:`~tusd_py.tus.quota.Quota`.
+
+tusd's memorylocker, in asyncio: correct within one process (one event loop),
+useless across processes or nodes. They let the protocol be tested in-process
+over ``httpx.ASGITransport`` without Redis, and serve a single-node deployment
+that does not want Redis for uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from .locker import LockTimeout
+from .quota import QuotaExceeded
+
+logger = logging.getLogger("tusd_py.tus")
+
+
+class MemoryLock:
+    """A lock held in this process; interrupted when a waiter asks for it."""
+
+    def __init__(self) -> None:
+        self._interrupted = False
+        self._callbacks: list[Callable[[], None]] = []
+        self.released = asyncio.Event()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    @property
+    def lost(self) -> bool:
+        return False  # nothing can take a lock away inside one process
+
+    def on_interrupt(self, callback: Callable[[], None]) -> Callable[[], None]:
+        if self._interrupted:
+            callback()
+            return lambda: None
+        self._callbacks.append(callback)
+
+        def unregister() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unregister
+
+    def interrupt(self) -> None:
+        if self._interrupted:
+            return
+        self._interrupted = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("lock interrupt callback failed")
+
+
+class MemoryLocker:
+    """:class:`~tusd_py.tus.locker.Locker` for one process."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, MemoryLock] = {}
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self, upload_id: str, *, wait: float, request_release: bool = True
+    ) -> AsyncIterator[MemoryLock]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (holder := self._held.get(upload_id)) is not None:
+            if request_release:
+                holder.interrupt()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LockTimeout(upload_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(holder.released.wait(), remaining)
+        held = MemoryLock()
+        self._held[upload_id] = held
+        try:
+            yield held
+        finally:
+            del self._held[upload_id]
+            held.released.set()
+
+
+class MemoryQuota:
+    """:class:`~tusd_py.tus.quota.Quota` for one process (check and record are atomic:
+    no ``await`` between them)."""
+
+    def __init__(self, *, max_uploads: int, max_bytes: int, retry_after: int = 60) -> None:
+        self.max_uploads = max_uploads
+        self.max_bytes = max_bytes
+        self.retry_after = retry_after
+        self._held: dict[str, dict[str, int]] = {}
+
+    async def reserve(self, owner: str, upload_id: str, nbytes: int) -> None:
+        held = self._held.setdefault(owner, {})
+        if upload_id in held:
+            return
+        if len(held) + 1 > self.max_uploads:
+            raise QuotaExceeded("uploads")
+        if sum(held.values()) + nbytes > self.max_bytes:
+            raise QuotaExceeded("bytes")
+        held[upload_id] = nbytes
+
+    async def update(self, owner: str, upload_id: str, nbytes: int) -> None:
+        held = self._held.get(owner, {})
+        if upload_id in held:
+            held[upload_id] = nbytes
+
+    async def release(self, owner: str, upload_id: str) -> None:
+        self._held.get(owner, {}).pop(upload_id, None)
+
+    async def held(self, owner: str) -> dict[str, int]:
+        return dict(self._held.get(owner, {}))
