@@ -39,6 +39,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[S
         workers=1,
         enable_fault_operations="true",
         login_rate_limit="10000/minute",  # the rate-limit test has a service of its own
+        login_address_rate_limit="100000/minute",
+        register_rate_limit="100000/minute",
     )
     yield service
     service.stop()

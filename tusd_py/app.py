@@ -21,7 +21,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from auth.backend import BearerBackend, on_auth_error
 from auth.config import AuthConfig
 from auth.passwords import PasswordService
-from auth.ratelimit import LoginThrottle
+from auth.ratelimit import Throttle
 from auth.routes import AuthEndpoints
 from auth.secret import load_or_create_secret
 from auth.tokens import TokenService
@@ -31,8 +31,10 @@ from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
 from tusd_py.errors import http_exception_handler, unhandled_exception_handler
 from tusd_py.health import health_routes
+from tusd_py.hosts import HostGuard, default_allowed_hosts
 from tusd_py.metrics import Metrics, MetricsMiddleware
 from tusd_py.periodic import every
+from tusd_py.security_headers import SecurityHeaders
 from tusd_py.settings import Settings
 from tusd_py.uploads import build_tus
 from tusd_py.wiring import processing_services
@@ -77,7 +79,13 @@ def create_app(settings: Settings) -> Starlette:
         UserStore(redis),
         PasswordService(settings.argon2_profile),
         tokens,
-        LoginThrottle(settings.redis_url, settings.login_rate_limit),
+        Throttle(
+            settings.redis_url,
+            settings.login_rate_limit,
+            login_address_limit=settings.login_address_rate_limit,
+            login_user_limit=settings.login_user_rate_limit,
+            register_limit=settings.register_rate_limit,
+        ),
     )
 
     processing = processing_services(settings, redis)
@@ -101,7 +109,7 @@ def create_app(settings: Settings) -> Starlette:
             sweeper.cancel()
             await redis.aclose()
 
-    metrics = Metrics()
+    metrics = Metrics(token=settings.metrics_token)
     routes = [
         *health_routes(),
         *docs_routes(),
@@ -112,6 +120,13 @@ def create_app(settings: Settings) -> Starlette:
         *events_api.routes,
     ]
     middleware = [
+        Middleware(
+            HostGuard,
+            allowed_hosts=settings.allowed_hosts or default_allowed_hosts(settings.host),
+            public_url=settings.public_url,
+            trust_proxy=settings.trust_proxy,
+        ),
+        Middleware(SecurityHeaders),
         Middleware(MetricsMiddleware, metrics=metrics),
         Middleware(
             StrictCORSMiddleware,
