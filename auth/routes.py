@@ -125,15 +125,15 @@ class AuthEndpoints:
     @property
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/auth/register", self.register, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/login", self.login, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/refresh", self.refresh, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/logout", self.logout, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/logout-all", self.logout_all, methods=["POST"], max_body_size=MAX_BODY),
+            Route("/auth/register", self.register, methods=["POST"]),
+            Route("/auth/login", self.login, methods=["POST"]),
+            Route("/auth/refresh", self.refresh, methods=["POST"]),
+            Route("/auth/logout", self.logout, methods=["POST"]),
+            Route("/auth/logout-all", self.logout_all, methods=["POST"]),
             Route("/auth/me", self.me, methods=["GET"]),
-            Route("/auth/me", self.remove_account, methods=["DELETE"], max_body_size=MAX_BODY),
-            Route("/auth/password", self.change_password, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/ticket", self.ticket, methods=["POST"], max_body_size=MAX_BODY),
+            Route("/auth/me", self.remove_account, methods=["DELETE"]),
+            Route("/auth/password", self.change_password, methods=["POST"]),
+            Route("/auth/ticket", self.ticket, methods=["POST"]),
         ]
 
     async def register(self, request: Request) -> JSONResponse:

@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run_upload(args))
     if args.command in ("api", "worker") and settings.redis_url is None:
         sys.exit(f"tusd-py {args.command}: set TUSD_PY_REDIS_URL (only 'tusd-py serve' embeds a Redis)")
+    from tusd_py.private_files import make_private
+
+    make_private(settings.data_dir)
     try:
         if args.command == "serve":
             sys.exit(Supervisor(settings).run())

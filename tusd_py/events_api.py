@@ -40,12 +40,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from auth.tokens import AccessClaims
 from processing.events import Event, EventLog, is_stream_id
 from processing.tasks import KEY_PREFIX, EventName, Task, TaskStatus, TaskStore
 from tusd_py.errors import ApiError
 
 PING = 15
-BLOCK_MS = 15_000
+BLOCK_MS = 2_000  # also how often a stream checks that its session still stands
+SESSION_CHECK = 2.0
 SLOT_TTL = 45.0
 SLOT_REFRESH = 15.0
 FINAL_EVENTS = {
@@ -96,15 +98,16 @@ class StreamSlots:
         await self.redis.zrem(self.key(owner), slot)
 
 
-async def _identify(request: Request) -> str:
+async def _identify(request: Request) -> AccessClaims:
+    """The session a stream belongs to: the bearer token's, or the one that minted the ticket."""
     user = request.scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
-        return str(user.identity)
+        return user.claims  # type: ignore[no-any-return]
     ticket = request.query_params.get("ticket")
     if ticket:
-        user_id = await request.app.state.tokens.verify_ticket(ticket)
-        if user_id:
-            return str(user_id)
+        claims = await request.app.state.tokens.verify_ticket_claims(ticket)
+        if claims is not None:
+            return claims  # type: ignore[no-any-return]
         raise ApiError(401, "invalid or expired ticket")
     raise ApiError(401, "authentication required")
 
@@ -144,6 +147,7 @@ async def _follow(
     slot: str,
     after: str,
     task_id: str | None = None,
+    session: AccessClaims | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Replay after ``after``, then follow new events (of ``task_id`` only, if given) on
     a connection of its own; ends after the task's final event."""
@@ -153,8 +157,12 @@ async def _follow(
     client = events.dedicated_client(socket_timeout=BLOCK_MS / 1000 + 10)
     try:
         cursor = after
-        renewed = time.monotonic()
+        renewed = checked = time.monotonic()
         while True:
+            if session is not None and time.monotonic() - checked >= SESSION_CHECK:
+                if not await request.app.state.tokens.session_alive(session):
+                    return  # logged out, revoked, expired or removed: the stream ends too
+                checked = time.monotonic()
             batch = await events.read(owner, cursor, block_ms=BLOCK_MS, client=client)
             for event in batch:
                 cursor = event.id
@@ -175,7 +183,8 @@ async def _follow(
 
 
 async def all_events(request: Request) -> Response:
-    owner = await _identify(request)
+    session = await _identify(request)
+    owner = session.user_id
     after = _last_event_id(request)
     events: EventLog = request.app.state.events
     if request.method == "HEAD":
@@ -183,11 +192,12 @@ async def all_events(request: Request) -> Response:
     if after is None:
         after = await events.last_id(owner)
     slot = await _open(request, owner)
-    return EventSourceResponse(_follow(request, owner, slot, after), ping=PING)
+    return EventSourceResponse(_follow(request, owner, slot, after, session=session), ping=PING)
 
 
 async def task_events(request: Request) -> Response:
-    owner = await _identify(request)
+    session = await _identify(request)
+    owner = session.user_id
     tasks: TaskStore = request.app.state.tasks
     events: EventLog = request.app.state.events
     task = await tasks.get_for(request.path_params["task_id"], owner)
@@ -208,7 +218,7 @@ async def task_events(request: Request) -> Response:
             outcome = _final_event(task, await events.last_id(owner))
             return EventSourceResponse(_single(outcome), ping=PING)
     slot = await _open(request, owner)
-    return EventSourceResponse(_follow(request, owner, slot, after, task.id), ping=PING)
+    return EventSourceResponse(_follow(request, owner, slot, after, task.id, session), ping=PING)
 
 
 def _final_event(task: Task, stream_id: str) -> ServerSentEvent:

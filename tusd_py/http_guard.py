@@ -40,6 +40,10 @@ BUSY_RESPONSE = (
 )
 
 
+REFUSED_LINGER = 0.5
+"""Seconds a refused connection stays open after its 503 (the FIN is sent at once)."""
+
+
 @dataclass(frozen=True)
 class GuardLimits:
     header_timeout: float = 5.0
@@ -71,12 +75,12 @@ def guarded_protocol(base: type[asyncio.Protocol], limits: GuardLimits) -> type[
             self._body_timer: asyncio.TimerHandle | None = None
             self._waiting_cycle: object | None = None
             self._last_byte = time.monotonic()
+            self._refused = False
             per_address = limits.max_connections_per_address
             if counts.total >= limits.max_connections or (
                 per_address is not None and counts.per_address[self._guard_address] >= per_address
             ):
-                transport.write(BUSY_RESPONSE)
-                transport.close()
+                self._refuse(transport)
                 return
             counts.total += 1
             counts.per_address[self._guard_address] += 1
@@ -93,7 +97,18 @@ def guarded_protocol(base: type[asyncio.Protocol], limits: GuardLimits) -> type[
             self._cancel_timers()
             super().connection_lost(exc)
 
+        def _refuse(self, transport: Any) -> None:
+            """503, then FIN; the socket closes a moment later. Closing at once with the
+            client's request still unread would send an RST that can discard the 503."""
+            self._refused = True
+            transport.write(BUSY_RESPONSE)
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(REFUSED_LINGER, transport.close)
+
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # never parsed, never reaches the app
             self._last_byte = time.monotonic()
             if self._header_timer is None and self._between_requests():
                 self._arm_header_deadline()

@@ -70,7 +70,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
-            await self.metrics.endpoint(Request(scope, receive))(scope, receive, send)
+            response = await self.metrics.endpoint(Request(scope, receive))
+            await response(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
