@@ -130,8 +130,7 @@ class AuthEndpoints:
             Route("/auth/refresh", self.refresh, methods=["POST"]),
             Route("/auth/logout", self.logout, methods=["POST"]),
             Route("/auth/logout-all", self.logout_all, methods=["POST"]),
-            Route("/auth/me", self.me, methods=["GET"]),
-            Route("/auth/me", self.remove_account, methods=["DELETE"]),
+            Route("/auth/me", self.me_resource, methods=["GET", "DELETE"]),
             Route("/auth/password", self.change_password, methods=["POST"]),
             Route("/auth/ticket", self.ticket, methods=["POST"]),
         ]
@@ -217,6 +216,9 @@ class AuthEndpoints:
         if self.on_account_removed is not None:
             await self.on_account_removed(user.id)
         return Response(status_code=204)
+
+    async def me_resource(self, request: Request) -> Response:
+        return await (self.remove_account(request) if request.method == "DELETE" else self.me(request))
 
     async def me(self, request: Request) -> JSONResponse:
         user = await self.users.get(_current_user(request).identity)

@@ -13,6 +13,8 @@ from redis import Redis as SyncRedis
 from tests.support import Service, User, free_port, start_service
 from tusd_py.embedded_redis import RedisProcess
 
+METRICS_TOKEN = "metrics-token-for-the-suite-0123456789"
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -41,6 +43,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[S
         login_rate_limit="10000/minute",  # the rate-limit test has a service of its own
         login_address_rate_limit="100000/minute",
         register_rate_limit="100000/minute",
+        metrics_token=METRICS_TOKEN,
     )
     yield service
     service.stop()

@@ -14,6 +14,7 @@ import httpx
 import jwt
 import pytest
 
+from tests.conftest import METRICS_TOKEN
 from tests.support import Service, User, unique_name
 
 PASSWORD = "correct horse battery"
@@ -279,14 +280,14 @@ def test_hostile_json_bodies_are_json_errors(live: Service, route: str, body: by
 
 
 def test_metrics_are_not_public(live: Service, service_factory: Factory) -> None:
-    hidden = httpx.get(f"{live.base_url}/metrics")
+    service = service_factory()  # no TUSD_PY_METRICS_TOKEN
+    hidden = httpx.get(f"{service.base_url}/metrics")
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "not_found"
-    token = "m" * 40
-    service = service_factory(metrics_token=token)
-    assert httpx.get(f"{service.base_url}/metrics").status_code == 401
-    wrong = httpx.get(f"{service.base_url}/metrics", headers={"Authorization": "Bearer " + "x" * 40})
+    # The suite's shared service sets a token: only that bearer token gets the metrics.
+    assert httpx.get(f"{live.base_url}/metrics").status_code == 401
+    wrong = httpx.get(f"{live.base_url}/metrics", headers={"Authorization": "Bearer " + "x" * 40})
     assert wrong.status_code == 401
-    scraped = httpx.get(f"{service.base_url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    scraped = httpx.get(f"{live.base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert scraped.status_code == 200
     assert "tusd_http_requests_total" in scraped.text
 

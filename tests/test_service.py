@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import yaml
 
+from tests.conftest import METRICS_TOKEN
 from tests.support import Service, User
 
 
@@ -35,7 +36,7 @@ def test_unknown_route_and_method_answer_json(live: Service) -> None:
 def test_metrics_count_requests_by_route_template(live: Service, user: User) -> None:
     with live.client(user) as client:
         client.get("/tasks/no-such-task")
-        metrics = client.get("/metrics")
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     lines = metrics.text.splitlines()

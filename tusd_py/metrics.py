@@ -53,11 +53,9 @@ class Metrics:
         )
 
     def routes(self) -> list[BaseRoute]:
-        """None: :class:`MetricsMiddleware` answers ``/metrics`` ahead of authentication."""
-        return []
-
-    def route(self) -> BaseRoute:
-        return Route("/metrics", self.endpoint, methods=["GET"])
+        """:class:`MetricsMiddleware` answers GET ahead of authentication; the route is here
+        so that other methods get the router's 405."""
+        return [Route("/metrics", self.endpoint, methods=["GET"])]
 
 
 class MetricsMiddleware:
