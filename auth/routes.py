@@ -1,10 +1,15 @@
-"""``/auth/*``: register, login, refresh, logout, me, and event-stream tickets."""
+"""``/auth/*``: register, login, refresh, logout(-all), me (and its removal), password
+change, and event-stream tickets.
+
+Every response that carries a token says ``Cache-Control: no-store`` (RFC 6749
+section 5.1), so neither a browser nor a proxy keeps it.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -13,14 +18,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from auth.backend import AuthenticatedUser
+from auth.common_passwords import is_common
+from auth.jsonbody import read_json
 from auth.passwords import PasswordService
-from auth.ratelimit import LoginThrottle
+from auth.ratelimit import Throttle
 from auth.tokens import InvalidToken, TokenPair, TokenService
-from auth.users import UsernameTaken, UserStore
+from auth.users import User, UsernameTaken, UserStore
+
+logger = logging.getLogger("tusd_py.auth")
 
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 PASSWORD_LENGTH = (8, 1024)
 MAX_BODY = 16 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+AccountRemoved = Callable[[str], Awaitable[None]]
+"""Called with the user id after an account is removed, so the application can
+cancel its tasks and delete its uploads, results and events (auth knows none)."""
 
 
 class AuthError(HTTPException):
@@ -37,12 +51,7 @@ def _unauthorized(message: str) -> AuthError:
 
 async def _json_object(request: Request, fields: Mapping[str, type]) -> dict[str, Any]:
     """The body as an object with exactly ``fields``, each of the given type."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise AuthError(415, "unsupported_media_type", "send application/json")
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise AuthError(400, "invalid_json", "the body is not valid JSON") from None
+    body = await read_json(request, MAX_BODY)
     if not isinstance(body, dict):
         raise AuthError(422, "invalid_body", "the body must be a JSON object")
     unknown = sorted(set(body) - set(fields))
@@ -58,9 +67,27 @@ def _credentials(body: Mapping[str, Any]) -> tuple[str, str]:
     username, password = body["username"], body["password"]
     if not USERNAME.fullmatch(username):
         raise AuthError(422, "invalid_username", "username: 3-64 characters of A-Z a-z 0-9 _ . -")
+    return username, _new_password(password)
+
+
+def _new_password(password: str) -> str:
     if not PASSWORD_LENGTH[0] <= len(password) <= PASSWORD_LENGTH[1]:
         raise AuthError(422, "invalid_password", "password: 8 to 1024 characters")
-    return username, password
+    if is_common(password):
+        raise AuthError(422, "common_password", "this password is among the most common ones; choose another")
+    return password
+
+
+def _too_many(wait: int, message: str) -> AuthError:
+    return AuthError(429, "too_many_attempts", message, {"Retry-After": str(wait)})
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _tokens_response(pair: TokenPair) -> JSONResponse:
+    return JSONResponse(_pair_body(pair), headers=NO_STORE)
 
 
 def _pair_body(pair: TokenPair) -> dict[str, Any]:
@@ -86,26 +113,33 @@ class AuthEndpoints:
         users: UserStore,
         passwords: PasswordService,
         tokens: TokenService,
-        throttle: LoginThrottle,
+        throttle: Throttle,
+        on_account_removed: AccountRemoved | None = None,
     ) -> None:
         self.users = users
         self.passwords = passwords
         self.tokens = tokens
         self.throttle = throttle
+        self.on_account_removed = on_account_removed
 
     @property
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/auth/register", self.register, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/login", self.login, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/refresh", self.refresh, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/logout", self.logout, methods=["POST"], max_body_size=MAX_BODY),
-            Route("/auth/me", self.me, methods=["GET"]),
-            Route("/auth/ticket", self.ticket, methods=["POST"], max_body_size=MAX_BODY),
+            Route("/auth/register", self.register, methods=["POST"]),
+            Route("/auth/login", self.login, methods=["POST"]),
+            Route("/auth/refresh", self.refresh, methods=["POST"]),
+            Route("/auth/logout", self.logout, methods=["POST"]),
+            Route("/auth/logout-all", self.logout_all, methods=["POST"]),
+            Route("/auth/me", self.me_resource, methods=["GET", "DELETE"]),
+            Route("/auth/password", self.change_password, methods=["POST"]),
+            Route("/auth/ticket", self.ticket, methods=["POST"]),
         ]
 
     async def register(self, request: Request) -> JSONResponse:
         username, password = _credentials(await _json_object(request, {"username": str, "password": str}))
+        wait = await self.throttle.take_registration(_client_ip(request))
+        if wait is not None:
+            raise _too_many(wait, "too many registrations from this address; retry later")
         password_hash = await self.passwords.hash(password)
         try:
             user = await self.users.create(username, password_hash)
@@ -116,22 +150,25 @@ class AuthEndpoints:
     async def login(self, request: Request) -> JSONResponse:
         body = await _json_object(request, {"username": str, "password": str})
         username, password = body["username"], body["password"]
-        client_ip = request.client.host if request.client else "unknown"
-        wait = await self.throttle.retry_after(username, client_ip)
-        if wait is not None:
-            raise AuthError(
-                429,
-                "too_many_attempts",
-                "too many failed logins; retry later",
-                {"Retry-After": str(wait)},
-            )
-        user = await self.users.get_by_username(username) if len(password) <= PASSWORD_LENGTH[1] else None
-        if not await self.passwords.verify(user.password_hash if user else None, password) or user is None:
-            await self.throttle.record_failure(username, client_ip)
+        user = await self._check_password(request, username, password)
+        if user is None:
             raise _unauthorized("wrong username or password")
         if self.passwords.needs_rehash(user.password_hash):
             await self.users.set_password_hash(user.id, await self.passwords.hash(password))
-        return JSONResponse(_pair_body(await self.tokens.issue_pair(user.id)))
+        return _tokens_response(await self.tokens.issue_pair(user.id))
+
+    async def _check_password(self, request: Request, username: str, password: str) -> User | None:
+        """The user when the password is right. The attempt is counted first, atomically
+        (429 when a budget is spent), so concurrent guesses cannot pass the limit."""
+        client_ip = _client_ip(request)
+        wait = await self.throttle.take_login(username, client_ip)
+        if wait is not None:
+            raise _too_many(wait, "too many login attempts; retry later")
+        user = await self.users.get_by_username(username) if len(password) <= PASSWORD_LENGTH[1] else None
+        if not await self.passwords.verify(user.password_hash if user else None, password) or user is None:
+            return None
+        await self.throttle.login_succeeded(username, client_ip)
+        return user
 
     async def refresh(self, request: Request) -> JSONResponse:
         body = await _json_object(request, {"refresh_token": str})
@@ -139,13 +176,49 @@ class AuthEndpoints:
             pair = await self.tokens.rotate(body["refresh_token"])
         except InvalidToken as exc:
             raise _unauthorized(str(exc)) from None
-        return JSONResponse(_pair_body(pair))
+        return _tokens_response(pair)
 
     async def logout(self, request: Request) -> Response:
         claims = _current_user(request).claims
         await self.tokens.revoke_family(claims.family)
         await self.tokens.revoke_access(claims)
         return Response(status_code=204)
+
+    async def logout_all(self, request: Request) -> Response:
+        """End every session of the caller, on every device (the session epoch moves on)."""
+        await self.tokens.end_all_sessions(_current_user(request).identity)
+        return Response(status_code=204)
+
+    async def _reauthenticate(self, request: Request, password: str) -> User:
+        user = await self.users.get(_current_user(request).identity)
+        if user is None:
+            raise _unauthorized("user no longer exists")
+        if await self._check_password(request, user.username, password) is None:
+            raise AuthError(403, "wrong_password", "the current password is wrong")
+        return user
+
+    async def change_password(self, request: Request) -> JSONResponse:
+        """Set a new password; every session ends, and the caller's continues with the
+        returned pair (a stolen session cannot outlive a password change)."""
+        body = await _json_object(request, {"old_password": str, "new_password": str})
+        new_password = _new_password(body["new_password"])
+        user = await self._reauthenticate(request, body["old_password"])
+        await self.users.set_password_hash(user.id, await self.passwords.hash(new_password))
+        epoch = await self.tokens.end_all_sessions(user.id)
+        return _tokens_response(await self.tokens.issue_pair(user.id, epoch=epoch))
+
+    async def remove_account(self, request: Request) -> Response:
+        """Close the account: sessions end at once (the user record is gone), the name is
+        free again, and the application's hook removes everything the user kept."""
+        body = await _json_object(request, {"password": str})
+        user = await self._reauthenticate(request, body["password"])
+        await self.users.delete(user)
+        if self.on_account_removed is not None:
+            await self.on_account_removed(user.id)
+        return Response(status_code=204)
+
+    async def me_resource(self, request: Request) -> Response:
+        return await (self.remove_account(request) if request.method == "DELETE" else self.me(request))
 
     async def me(self, request: Request) -> JSONResponse:
         user = await self.users.get(_current_user(request).identity)
@@ -155,4 +228,4 @@ class AuthEndpoints:
 
     async def ticket(self, request: Request) -> JSONResponse:
         ticket, ttl = self.tokens.issue_ticket(_current_user(request).claims)
-        return JSONResponse({"ticket": ticket, "expires_in": ttl})
+        return JSONResponse({"ticket": ticket, "expires_in": ttl}, headers=NO_STORE)

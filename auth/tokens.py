@@ -8,7 +8,13 @@
   use rotates them; presenting a rotated one again means it leaked, so the whole
   family is revoked, including its live access tokens.
 * Tickets are one-minute JWTs with their own audience, good only for opening an
-  event stream from a browser ``EventSource`` (which cannot send headers).
+  event stream from a browser ``EventSource`` (which cannot send headers). They
+  stay reusable within that minute (EventSource reconnects with the same URL)
+  and carry the ``jti`` and ``exp`` of the access token that minted them, so a
+  stream opened with one ends with that session.
+* Every user has a session epoch (``epoch`` in the user hash, carried as ``ep``
+  in every token and refresh record). Bumping it ends every session at once
+  (logout-all, password change) in the same round trip that checks the user.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class AccessClaims:
     jti: str
     family: str
     expires_at: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,18 +111,32 @@ class TokenService:
 
     async def verify_access(self, token: str) -> AccessClaims:
         """Decode and check that neither the token, its family nor its user is gone."""
-        claims = self._decode(token, self._config.audience)
-        family = claims.get("fam")
-        if not isinstance(family, str) or not isinstance(claims["sub"], str):
-            raise InvalidToken("malformed claims")
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(f"auth:revoked:{claims['jti']}")
-            pipe.exists(f"auth:family-revoked:{family}")
-            pipe.exists(UserStore.exists_key(claims["sub"]))
-            revoked, family_revoked, user_exists = await pipe.execute()
-        if revoked or family_revoked or not user_exists:
+        claims = _access_claims(self._decode(token, self._config.audience))
+        if not await self.session_alive(claims):
             raise InvalidToken("token revoked")
-        return AccessClaims(claims["sub"], claims["jti"], family, int(claims["exp"]))
+        return claims
+
+    async def session_alive(self, claims: AccessClaims) -> bool:
+        """Whether the session behind ``claims`` still stands, in one Redis round trip:
+        not expired, not logged out, its family not revoked, its user still there
+        with the same session epoch. Long-lived responses (event streams) call this
+        periodically so that they end with their session."""
+        if claims.expires_at <= time.time():
+            return False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(f"auth:revoked:{claims.jti}")
+            pipe.exists(f"auth:family-revoked:{claims.family}")
+            pipe.hmget(UserStore.exists_key(claims.user_id), ["username", "epoch"])
+            revoked, family_revoked, (username, epoch) = await pipe.execute()
+        return not (revoked or family_revoked or username is None or int(epoch or 0) != claims.epoch)
+
+    async def _epoch(self, user_id: str) -> int | None:
+        username, epoch = await self._redis.hmget(UserStore.exists_key(user_id), ["username", "epoch"])
+        return None if username is None else int(epoch or 0)
+
+    async def end_all_sessions(self, user_id: str) -> int:
+        """Bump the user's session epoch: every token and refresh token issued before is void."""
+        return int(await self._redis.hincrby(UserStore.exists_key(user_id), "epoch", 1))
 
     async def revoke_access(self, claims: AccessClaims) -> None:
         ttl = max(1, claims.expires_at - int(time.time()) + 1)
@@ -123,16 +144,20 @@ class TokenService:
 
     # -- refresh tokens ----------------------------------------------------
 
-    async def issue_pair(self, user_id: str, family: str | None = None) -> TokenPair:
+    async def issue_pair(
+        self, user_id: str, family: str | None = None, epoch: int | None = None
+    ) -> TokenPair:
         family = family or uuid.uuid4().hex
+        if epoch is None:
+            epoch = await self._epoch(user_id) or 0
         refresh = secrets.token_urlsafe(32)
         await self._redis.set(
             f"auth:refresh:{_digest(refresh)}",
-            f"{user_id}:{family}",
+            f"{user_id}:{family}:{epoch}",
             ex=self._config.refresh_token_ttl,
         )
         access = self._encode(
-            {"sub": user_id, "fam": family}, self._config.audience, self._config.access_token_ttl
+            {"sub": user_id, "fam": family, "ep": epoch}, self._config.audience, self._config.access_token_ttl
         )
         return TokenPair(access, refresh, self._config.access_token_ttl)
 
@@ -145,15 +170,18 @@ class TokenService:
         )
         if status == 0:
             raise InvalidToken("unknown refresh token")
-        user_id, family = value.decode().split(":", 1)
+        user_id, family, *rest = value.decode().split(":")
         if status == 2:
             await self.revoke_family(family)
             raise InvalidToken("refresh token reused; its session has been revoked")
         if await self._redis.exists(f"auth:family-revoked:{family}"):
             raise InvalidToken("session revoked")
-        if not await self._redis.exists(UserStore.exists_key(user_id)):
+        epoch = await self._epoch(user_id)
+        if epoch is None:
             raise InvalidToken("user no longer exists")
-        return await self.issue_pair(user_id, family)
+        if epoch != int(rest[0] if rest else 0):
+            raise InvalidToken("session revoked")
+        return await self.issue_pair(user_id, family, epoch)
 
     async def revoke_family(self, family: str) -> None:
         await self._redis.set(f"auth:family-revoked:{family}", "1", ex=self._config.refresh_token_ttl)
@@ -162,19 +190,28 @@ class TokenService:
 
     def issue_ticket(self, claims: AccessClaims) -> tuple[str, int]:
         audience = self._config.audience + TICKET_AUDIENCE_SUFFIX
+        ttl = max(1, min(self._config.ticket_ttl, claims.expires_at - int(time.time())))
+        minted_by = {"ajti": claims.jti, "aexp": claims.expires_at}
         ticket = self._encode(
-            {"sub": claims.user_id, "fam": claims.family}, audience, self._config.ticket_ttl
+            {"sub": claims.user_id, "fam": claims.family, "ep": claims.epoch, **minted_by}, audience, ttl
         )
-        return ticket, self._config.ticket_ttl
+        return ticket, ttl
 
-    async def verify_ticket(self, ticket: str) -> str | None:
-        """The user id a ticket was issued to, or None when it is not valid (any more)."""
+    async def verify_ticket_claims(self, ticket: str) -> AccessClaims | None:
+        """The claims of the access token that minted ``ticket``, or None when either is
+        no longer valid. The ticket itself may be reused until it expires."""
         try:
-            claims = self._decode(ticket, self._config.audience + TICKET_AUDIENCE_SUFFIX)
+            raw = self._decode(ticket, self._config.audience + TICKET_AUDIENCE_SUFFIX)
+            claims = _access_claims({**raw, "jti": raw.get("ajti"), "exp": raw.get("aexp")})
         except InvalidToken:
             return None
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(f"auth:family-revoked:{claims.get('fam')}")
-            pipe.exists(UserStore.exists_key(str(claims["sub"])))
-            family_revoked, user_exists = await pipe.execute()
-        return None if family_revoked or not user_exists else str(claims["sub"])
+        return claims if await self.session_alive(claims) else None
+
+
+def _access_claims(claims: dict[str, Any]) -> AccessClaims:
+    family, sub, jti, exp, epoch = (claims.get(k) for k in ("fam", "sub", "jti", "exp", "ep"))
+    if not (isinstance(family, str) and isinstance(sub, str) and isinstance(jti, str)):
+        raise InvalidToken("malformed claims")
+    if not isinstance(exp, int) or not isinstance(epoch, int | None):
+        raise InvalidToken("malformed claims")
+    return AccessClaims(sub, jti, family, exp, epoch or 0)

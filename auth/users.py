@@ -28,9 +28,17 @@ def _name_key(username: str) -> str:
     return f"auth:username:{username.lower()}"
 
 
+# Remove a user and free the name, but only if the name still points at this user.
+_DELETE = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return redis.call('DEL', KEYS[1])
+"""
+
+
 class UserStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._delete = redis.register_script(_DELETE)
 
     async def create(self, username: str, password_hash: str) -> User:
         user_id = uuid.uuid4().hex
@@ -58,6 +66,10 @@ class UserStore:
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         await self._redis.hset(_user_key(user_id), "password_hash", password_hash)
+
+    async def delete(self, user: User) -> bool:
+        """Remove the account (its tokens stop working at once) and free its name."""
+        return bool(await self._delete(keys=[_user_key(user.id), _name_key(user.username)], args=[user.id]))
 
     @staticmethod
     def exists_key(user_id: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support import RedisDatabases, Service, User, free_port, start_service
+from tests.support import METRICS_TOKEN, RedisDatabases, Service, User, free_port, start_service
 from tusd_py.embedded_redis import RedisProcess
 
 
@@ -37,6 +37,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[S
         workers=1,
         enable_fault_operations="true",
         login_rate_limit="10000/minute",  # the rate-limit test has a service of its own
+        login_address_rate_limit="100000/minute",
+        register_rate_limit="100000/minute",
+        metrics_token=METRICS_TOKEN,
     )
     yield service
     service.stop()

@@ -27,6 +27,8 @@ from redis import Redis as SyncRedis
 
 T = TypeVar("T")
 
+METRICS_TOKEN = "metrics-token-for-the-suite-0123456789"
+"""The suite's `TUSD_PY_METRICS_TOKEN` for the shared service."""
 FAST_ARGON2 = {"TUSD_PY_ARGON2_PROFILE": "fast"}
 
 

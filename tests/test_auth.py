@@ -192,7 +192,7 @@ def test_deleted_user_token_is_refused(live: Service, redis_url: str) -> None:
 
 
 def test_failed_logins_are_rate_limited(service_factory: Callable[..., Service]) -> None:
-    service = service_factory(login_rate_limit="3/minute")
+    service = service_factory(login_rate_limit="3/minute", login_address_rate_limit="4/minute")
     user = service.register()
     with service.client() as client:
         for _ in range(3):
@@ -204,9 +204,20 @@ def test_failed_logins_are_rate_limited(service_factory: Callable[..., Service])
         assert limited.status_code == 429
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert limited.json()["error"]["code"] == "too_many_attempts"
-        # The per-IP budget is spent too: another username from this client is held back.
+        # The per-username-and-address budget is spent, and with it this address's budget
+        # (4 attempts: the registration's login and 3 failures): another username is held back.
         other = client.post("/auth/login", json={"username": unique_name(), "password": PASSWORD})
         assert other.status_code == 429
+
+
+def test_a_successful_login_clears_the_pair_budget(service_factory: Callable[..., Service]) -> None:
+    service = service_factory(login_rate_limit="3/minute")
+    user = service.register()
+    with service.client() as client:
+        for _ in range(3):
+            for password in ("wrong password", PASSWORD):
+                response = client.post("/auth/login", json={"username": user.username, "password": password})
+                assert response.status_code == (401 if password != PASSWORD else 200)
 
 
 def test_secret_file_is_private(live: Service) -> None:

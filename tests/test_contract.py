@@ -8,6 +8,7 @@ documented statuses, headers and schemas, and no call may answer 5xx.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,14 +37,20 @@ def contract_settings(redis_url: str, data_dir: Path) -> Settings:
         argon2_profile="fast",
         login_rate_limit="100000/minute",
         max_pending_uploads=1000,
+        allowed_hosts=("testserver",),  # the in-process client's Host
+        metrics_token="contract-metrics-token-0123456789abcdef",
+        register_rate_limit="100000/minute",
+        login_address_rate_limit="100000/minute",
     )
 
 
-async def _fresh_token(settings: Settings, user_id: str | None) -> tuple[str, str]:
+async def _fresh_token(
+    settings: Settings, user_id: str | None, username: str = "contract_user"
+) -> tuple[str, str]:
     redis = Redis.from_url(str(settings.redis_url))
     try:
         if user_id is None:
-            user_id = (await UserStore(redis).create("contract_user", "unused-hash")).id
+            user_id = (await UserStore(redis).create(username, "unused-hash")).id
         pair = await TokenService(redis, AuthConfig(secret=SECRET.encode())).issue_pair(user_id)
         return user_id, pair.access_token
     finally:
@@ -76,6 +83,8 @@ class FreshBearerToken:
     def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str:
         settings, user_id = _CONTRACT["settings"], _CONTRACT["user_id"]
         assert isinstance(settings, Settings) and isinstance(user_id, str)
+        if case.path == "/auth/logout-all":  # it ends every session of its user: use a throwaway one
+            return asyncio.run(_fresh_token(settings, None, f"contract_{uuid.uuid4().hex[:12]}"))[1]
         return asyncio.run(_fresh_token(settings, user_id))[1]
 
     def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:

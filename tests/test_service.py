@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import Service, User, free_port, start_service, unique_name
+from tests.support import METRICS_TOKEN, Service, User, free_port, start_service, unique_name
 from tusd_py.embedded_redis import RedisProcess
 
 
@@ -43,7 +43,7 @@ def test_unknown_route_and_method_answer_json(live: Service) -> None:
 def test_metrics_count_requests_by_route_template(live: Service, user: User) -> None:
     with live.client(user) as client:
         client.get("/tasks/no-such-task")
-        metrics = client.get("/metrics")
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     lines = metrics.text.splitlines()

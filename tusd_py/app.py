@@ -33,8 +33,10 @@ from tusd_py.errors import (
 )
 from tusd_py.events_api import EventEndpoints
 from tusd_py.health import health_routes
+from tusd_py.hosts import HostGuard, default_allowed_hosts
 from tusd_py.metrics import Metrics, MetricsMiddleware
 from tusd_py.periodic import every
+from tusd_py.security_headers import SecurityHeaders
 from tusd_py.settings import Settings
 from tusd_py.tasks_api import TaskEndpoints
 from tusd_py.tus import TUS_VERSION, TusHandler
@@ -91,7 +93,7 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
         path_headers={tus.base_path: {"Tus-Resumable": TUS_VERSION}},
         locked_paths=(tus.base_path,),
     )
-    metrics = Metrics()
+    metrics = Metrics(token=settings.metrics_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -114,6 +116,13 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
             *events.routes,
         ],
         middleware=[
+            Middleware(
+                HostGuard,
+                allowed_hosts=settings.allowed_hosts or default_allowed_hosts(settings.host),
+                public_url=settings.public_url,
+                trust_proxy=settings.trust_proxy,
+            ),
+            Middleware(SecurityHeaders),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(
                 StrictCORSMiddleware,

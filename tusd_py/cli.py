@@ -61,18 +61,29 @@ def configure_logging(level: str) -> None:
 def run_api(settings: Settings) -> None:
     import uvicorn
 
+    from tusd_py.access_log import uvicorn_log_config
     from tusd_py.app import create_app
+    from tusd_py.http_guard import GuardLimits, uvicorn_protocol
     from tusd_py.supervisor import port_problem
 
     problem = port_problem(settings.host, settings.port)
     if problem is not None:
         sys.exit(f"tusd-py api: {problem}")
+    guard = GuardLimits(
+        header_timeout=settings.header_timeout,
+        body_idle_timeout=settings.body_idle_timeout,
+        max_connections=settings.max_connections,
+        max_connections_per_address=None if settings.trust_proxy else settings.max_connections_per_address,
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(),
+        http=uvicorn_protocol(guard),
         proxy_headers=settings.trust_proxy,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=5,
     )
@@ -98,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run_upload(args))
     if args.command in ("api", "worker") and settings.redis_url is None:
         sys.exit(f"tusd-py {args.command}: set TUSD_PY_REDIS_URL (only 'tusd-py serve' embeds a Redis)")
+    from tusd_py.private_files import make_private
+
+    make_private(settings.data_dir)
     try:
         if args.command == "serve":
             from tusd_py.supervisor import StartError, Supervisor

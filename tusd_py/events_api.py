@@ -40,13 +40,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from auth.tokens import TokenService
+from auth.tokens import AccessClaims, TokenService
 from processing.events import Event, EventLog, is_stream_id
 from processing.tasks import KEY_PREFIX, EventName, Task, TaskStatus, TaskStore
 from tusd_py.errors import ApiError
 
 PING = 15
-BLOCK_MS = 15_000
+BLOCK_MS = 2_000  # also how often a stream checks that its session still stands
+SESSION_CHECK = 2.0
 SLOT_TTL = 45.0
 SLOT_REFRESH = 15.0
 FINAL_EVENTS = {
@@ -143,15 +144,16 @@ class EventEndpoints:
             Route("/tasks/{task_id}/events", self.task_events, methods=["GET"]),
         ]
 
-    async def _identify(self, request: Request) -> str:
+    async def _identify(self, request: Request) -> AccessClaims:
+        """The session a stream belongs to: the bearer token's, or the one that minted the ticket."""
         user = request.scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False):
-            return str(user.identity)
+            return user.claims  # type: ignore[no-any-return]
         ticket = request.query_params.get("ticket")
         if ticket:
-            user_id = await self.tokens.verify_ticket(ticket)
-            if user_id:
-                return str(user_id)
+            claims = await self.tokens.verify_ticket_claims(ticket)
+            if claims is not None:
+                return claims
             raise ApiError(401, "invalid or expired ticket")
         raise ApiError(401, "authentication required")
 
@@ -167,18 +169,24 @@ class EventEndpoints:
 
     async def _follow(
         self,
-        owner: str,
+        session: AccessClaims,
         slot: str,
         after: str,
         task_id: str | None = None,
     ) -> AsyncIterator[ServerSentEvent]:
         """Replay after ``after``, then follow new events (of ``task_id`` only, if given) on
-        a connection of its own; ends after the task's final event."""
+        a connection of its own; ends after the task's final event, or once the session
+        that opened it ends (logout, revocation, expiry, account removal)."""
+        owner = session.user_id
         client = self.events.dedicated_client(socket_timeout=BLOCK_MS / 1000 + 10)
         try:
             cursor = after
-            renewed = time.monotonic()
+            renewed = checked = time.monotonic()
             while True:
+                if time.monotonic() - checked >= SESSION_CHECK:
+                    if not await self.tokens.session_alive(session):
+                        return
+                    checked = time.monotonic()
                 batch = await self.events.read(owner, cursor, block_ms=BLOCK_MS, client=client)
                 for event in batch:
                     cursor = event.id
@@ -198,17 +206,19 @@ class EventEndpoints:
                 await client.aclose(close_connection_pool=True)
 
     async def all_events(self, request: Request) -> Response:
-        owner = await self._identify(request)
+        session = await self._identify(request)
+        owner = session.user_id
         after = _last_event_id(request)
         if request.method == "HEAD":
             return _head()
         if after is None:
             after = await self.events.last_id(owner)
         slot = await self._open(owner)
-        return EventSourceResponse(self._follow(owner, slot, after), ping=PING)
+        return EventSourceResponse(self._follow(session, slot, after), ping=PING)
 
     async def task_events(self, request: Request) -> Response:
-        owner = await self._identify(request)
+        session = await self._identify(request)
+        owner = session.user_id
         task = await self.tasks.get_for(request.path_params["task_id"], owner)
         if task is None:
             raise ApiError(404, "task not found")
@@ -229,4 +239,4 @@ class EventEndpoints:
                 outcome = _final_event(task, await self.events.last_id(owner))
                 return EventSourceResponse(_single(outcome), ping=PING)
         slot = await self._open(owner)
-        return EventSourceResponse(self._follow(owner, slot, after, task.id), ping=PING)
+        return EventSourceResponse(self._follow(session, slot, after, task.id), ping=PING)

@@ -3,15 +3,23 @@
 Requests are labelled by route template (``/files/{upload_id}``, never the id
 itself), method and status, so the number of series stays small. The template is
 the route Starlette's router already chose (``scope["route"]``): no second match.
+
+``/metrics`` is not public: route templates, status counts and latencies help
+an attacker. Without ``TUSD_PY_METRICS_TOKEN`` it answers 404; with it, only a
+request with ``Authorization: Bearer <token>`` gets the metrics (401 otherwise).
+The middleware answers it itself, before the JWT authentication middleware
+(which would take the metrics token for a malformed JWT). A Prometheus job sets
+``authorization: {type: Bearer, credentials_file: /run/secrets/tusd_metrics}``.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,7 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class Metrics:
     """One registry per app, so that several apps in one process (tests) stay apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tusd_http_requests_total", "HTTP requests answered.", ["route", "method", "status"],
@@ -31,9 +40,21 @@ class Metrics:
         )  # fmt: skip
 
     async def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        if self.token is None:
+            return JSONResponse({"error": {"code": "not_found", "message": "not found"}}, status_code=404)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            body = {"error": {"code": "unauthorized", "message": "the metrics token is required"}}
+            return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return Response(
+            generate_latest(self.registry),
+            media_type=CONTENT_TYPE_LATEST,
+            headers={"Cache-Control": "no-store"},
+        )
 
     def routes(self) -> list[BaseRoute]:
+        """:class:`MetricsMiddleware` answers GET ahead of authentication; the route is here
+        so that other methods get the router's 405."""
         return [Route("/metrics", self.endpoint, methods=["GET"])]
 
 
@@ -45,6 +66,10 @@ class MetricsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            response = await self.metrics.endpoint(Request(scope, receive))
+            await response(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500

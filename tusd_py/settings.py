@@ -78,6 +78,16 @@ def _secret(raw: str) -> str | None:
     return raw
 
 
+def _public_url(raw: str) -> str | None:
+    value = raw.strip().rstrip("/")
+    if not value:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "?#@"):
+        raise ValueError("must be an http:// or https:// URL without query, fragment or user")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -137,6 +147,35 @@ class Settings:
     )
     login_rate_limit: str = _env(
         str, "10/minute", "Failed logins allowed per username and per client IP (limits syntax)."
+    )
+    login_address_rate_limit: str = _env(
+        str, "100/minute", "Login attempts allowed per client IP over all usernames (limits syntax)."
+    )
+    login_user_rate_limit: str = _env(
+        str, "300/hour", "Login attempts allowed per username over all client IPs (limits syntax)."
+    )
+    register_rate_limit: str = _env(str, "10/minute", "Registrations allowed per client IP (limits syntax).")
+    header_timeout: float = _env(
+        _float(0.1), 5.0, "Seconds a client has to send a request's headers before it is dropped."
+    )
+    body_idle_timeout: float = _env(
+        _float(0.1), 60.0, "Seconds a request body may stall before the connection is dropped."
+    )
+    max_connections: int = _env(_int(1), 2000, "Open connections the API accepts in all (503 past it).")
+    max_connections_per_address: int = _env(
+        _int(1), 100, "Open connections per client IP (503 past it; off with TRUST_PROXY)."
+    )
+    forwarded_allow_ips: str = _env(
+        str, "127.0.0.1", "Proxy addresses whose X-Forwarded-* headers are trusted (with TRUST_PROXY)."
+    )
+    public_url: str | None = _env(
+        _public_url, None, "Base URL the server hands out (e.g. https://files.example.com); unset: the Host."
+    )
+    allowed_hosts: tuple[str, ...] = _env(
+        _csv, (), "Host names accepted in Host/X-Forwarded-Host; empty: localhost, loopback, HOST."
+    )
+    metrics_token: str | None = _env(
+        _secret, None, "Bearer token (>= 32 bytes) that /metrics requires; unset: /metrics answers 404."
     )
     argon2_profile: str = _env(
         _choice("default", "fast"), "default", "'fast' is a cheap Argon2id profile for tests only."

@@ -23,7 +23,7 @@ from starlette.requests import Request
 
 from auth.config import AuthConfig
 from auth.passwords import PasswordService
-from auth.ratelimit import LoginThrottle
+from auth.ratelimit import Throttle
 from auth.secret import load_or_create_secret
 from auth.tokens import TokenService
 from auth.users import UserStore
@@ -70,7 +70,7 @@ class Services:
     users: UserStore
     passwords: PasswordService
     tokens: TokenService
-    throttle: LoginThrottle
+    throttle: Throttle
     tasks: TaskStore
     events: EventLog
     arq: ArqRedis
@@ -109,7 +109,13 @@ def build_services(settings: Settings) -> Services:
         users=UserStore(redis),
         passwords=PasswordService(settings.argon2_profile),
         tokens=TokenService(redis, auth_config),
-        throttle=LoginThrottle(with_timeouts(config.redis_url), settings.login_rate_limit),
+        throttle=Throttle(
+            with_timeouts(config.redis_url),
+            settings.login_rate_limit,
+            login_address_limit=settings.login_address_rate_limit,
+            login_user_limit=settings.login_user_rate_limit,
+            register_limit=settings.register_rate_limit,
+        ),
         tasks=tasks,
         events=events,
         arq=arq,
