@@ -1,8 +1,7 @@
-"""From a finished upload to a result: ``submit_task`` (API side) and the ARQ job.
+"""The worker's ARQ job: one try of one task, from a queued task to a result.
 
-One task = one ARQ job whose ``_job_id`` is the task id, so a repeated finish hook
-never enqueues twice. Each ARQ try of the job is one try of the task, run in a child
-process (:mod:`processing.runner`) under our own timeout; ARQ's own timeout is set
+The API's half (``submit_task``, ``cancel_task``) is :mod:`processing.submit`. Each ARQ try of the job is one try
+of the task, run in a child process (:mod:`processing.runner`) under our own timeout; ARQ's own timeout is set
 well above it and is never what ends a try.
 
 How a try ends:
@@ -33,33 +32,46 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from arq import Retry
-from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, retry_key_prefix
-from arq.utils import timestamp_ms
+from arq.constants import retry_key_prefix
 from redis.exceptions import RedisError
 
 from processing.config import ProcessingConfig
 from processing.events import EventLog
 from processing.lease import Lease
-from processing.operations import REGISTRY, get_operation
+from processing.operations import get_operation
+from processing.records import Task, TaskStatus
 from processing.runner import TryFailed, run_operation
-from processing.tasks import (
-    MAX_ATTEMPTS_LIMIT,
-    MAX_FILENAME_LENGTH,
-    Task,
-    TaskStatus,
-    TaskStore,
-    is_task_id,
-)
+from processing.submit import JOB_NAME, cancel_task, submit_task
+from processing.tasks import TaskStore
+
+# ``submit_task``/``cancel_task`` are importable from here only for the test harness
+# (tests/processing/harness.py) until it imports them from processing.submit.
+__all__ = [
+    "JOB_NAME",
+    "PROGRESS_INTERVAL",
+    "UploadRemover",
+    "WorkerState",
+    "cancel_task",
+    "process_task",
+    "submit_task",
+]
 
 logger = logging.getLogger("processing.jobs")
 
-JOB_NAME = "process_task"
 PROGRESS_INTERVAL = 0.3
 """Seconds between two progress writes (and task.progress events) of one task."""
+
+
+class UploadRemover(Protocol):
+    """How the worker's housekeeping removes an upload (its bytes and whatever else the
+    store keeps for it) once its task's retention ends. ``processing`` defines it and the
+    app's wiring hands in the tus store, so processing never knows the store's layout."""
+
+    async def remove(self, upload_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -69,71 +81,16 @@ class WorkerState:
     config: ProcessingConfig
     tasks: TaskStore
     events: EventLog
+    uploads: UploadRemover | None = None
+    """None only in processing-only test benches: retention then keeps uploads."""
 
 
-async def submit_task(
-    tasks: TaskStore,
-    events: EventLog,
-    arq: ArqRedis,
-    *,
-    task_id: str,
-    owner: str,
-    filename: str,
-    size: int,
-    operation: str,
-    max_attempts: int,
-) -> Task:
-    """Record a ``queued`` task for a finished upload and enqueue its job; idempotent.
-
-    The task id is the upload id (``[A-Za-z0-9_-]{1,128}``); the bytes are expected at
-    ``<uploads_dir>/<task_id>``. A repeated call returns the existing task and publishes
-    nothing (``task.queued`` is published once, by the creating call). The job is
-    enqueued with ``_job_id=task_id``, so it is never enqueued twice; a repeat of a
-    call that died between the two steps enqueues it then. ``events`` must be the
-    EventLog the TaskStore publishes to. Raises ``ValueError`` on a bad id, operation
-    or ``max_attempts``, or when the id belongs to another owner's task.
-    """
-    if not is_task_id(task_id):
-        raise ValueError("task id must match [A-Za-z0-9_-]{1,128}")
-    if operation not in REGISTRY:
-        raise ValueError(f"unknown operation '{operation}'")
-    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
-    clean_name = "".join(ch for ch in filename if ch.isprintable()).strip() or "upload"
-    candidate = Task(
-        id=task_id,
-        owner=owner,
-        filename=clean_name[:MAX_FILENAME_LENGTH],
-        size=max(0, int(size)),
-        operation=operation,
-        max_attempts=max_attempts,
-    )
-    task, _created = await tasks.create(candidate)
-    if task.owner != owner:
-        raise ValueError("task id already belongs to another user")
-    if task.status is TaskStatus.QUEUED:
-        await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id)
-    return task
-
-
-async def cancel_task(tasks: TaskStore, arq: ArqRedis, task: Task) -> Task | None:
-    """Cancel a queued, running or retrying task; None if it had already ended.
-
-    The state change is the guarded transition (so a racing completion and this cancel
-    end in exactly one final state). Then the ARQ job is aborted: a worker running it
-    cancels it within one poll (``poll_delay``) and the try's child is killed at once;
-    a job still waiting in the queue is dropped when a worker reaches it (a retry
-    waiting out its backoff is moved to the front for that).
-    """
-    cancelled = await tasks.cancel(task)
-    if cancelled is None:
-        return None
-    now = timestamp_ms()
-    score = await arq.zscore(arq.default_queue_name, task.id)
-    if score is not None and score > now:
-        await arq.zadd(arq.default_queue_name, {task.id: now}, xx=True)
-    await arq.zadd(abort_jobs_ss, {task.id: now})
-    return cancelled
+def source_of(config: ProcessingConfig, task: Task) -> Path | None:
+    """The upload's bytes: the path the finish hook recorded on the task. Records from
+    before that field existed fall back to ``config.uploads_dir``, when one is set."""
+    if task.source:
+        return Path(task.source)
+    return config.source_path(task.id) if config.uploads_dir is not None else None
 
 
 class _ProgressWriter:
@@ -191,14 +148,14 @@ async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_tr
     except KeyError:
         await tasks.fail(started, f"operation '{started.operation}' is not available", job_try)
         return "failed"
-    source = config.source_path(task_id)
-    if not source.is_file():
+    source = source_of(config, started)
+    if source is None or not source.is_file():
         await tasks.fail(started, "the uploaded file is missing", job_try)
         return "failed"
-    return await _run_try(ctx, state, started, job_try)
+    return await _run_try(ctx, state, started, job_try, source)
 
 
-async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int) -> str:
+async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int, source: Path) -> str:
     config, tasks = state.config, state.tasks
     target = config.result_path(task.id)
     temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")
@@ -206,7 +163,7 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     run = asyncio.create_task(
         run_operation(
             task.operation,
-            config.source_path(task.id),
+            source,
             temporary,
             time_limit=config.job_timeout,
             attempt=job_try,

@@ -25,10 +25,14 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
 from processing.config import ProcessingConfig
-from processing.events import EventLog
+from processing.events import event_log_for
 from processing.housekeeping import housekeeping
-from processing.jobs import JOB_NAME, WorkerState, process_task
-from processing.tasks import MAX_ATTEMPTS_LIMIT, TaskStore
+from processing.jobs import UploadRemover, WorkerState, process_task
+from processing.records import MAX_ATTEMPTS_LIMIT
+from processing.submit import JOB_NAME
+from processing.tasks import TaskStore
+
+__all__ = ["event_log_for", "run_worker", "worker_settings"]  # event_log_for: for the test harness
 
 ARQ_TIMEOUT_MARGIN = 60.0
 """Seconds ARQ's job timeout exceeds ours: time to kill the child and write the outcome."""
@@ -37,19 +41,14 @@ KEEP_ARQ_RESULT = 600
 """ARQ's own job results are not used by anyone; keep them briefly."""
 
 
-def event_log_for(config: ProcessingConfig, redis: Any) -> EventLog:
-    """The EventLog a worker publishes to (the API must build it with the same values)."""
-    return EventLog(redis, max_events=config.event_log_size, ttl_seconds=config.result_retention)
-
-
-def worker_settings(config: ProcessingConfig) -> dict[str, Any]:
-    """Keyword arguments for ``arq.worker.Worker``."""
+def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``arq.worker.Worker``. ``uploads`` removes an upload once
+    its task's retention ends (the app passes its tus store)."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        config.uploads_dir.mkdir(parents=True, exist_ok=True)
         config.results_dir.mkdir(parents=True, exist_ok=True)
         events = event_log_for(config, ctx["redis"])
-        ctx["state"] = WorkerState(config, TaskStore(ctx["redis"], events), events)
+        ctx["state"] = WorkerState(config, TaskStore(ctx["redis"], events), events, uploads)
 
     return {
         "functions": [
@@ -80,11 +79,10 @@ def worker_settings(config: ProcessingConfig) -> dict[str, Any]:
         "keep_result": KEEP_ARQ_RESULT,
         "health_check_interval": 60,
         "on_startup": on_startup,
-        "ctx": {"config": config},
     }
 
 
-def run_worker(config: ProcessingConfig) -> None:
+def run_worker(config: ProcessingConfig, uploads: UploadRemover | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT (blocking). Logging is the caller's to set up."""
     asyncio.set_event_loop(asyncio.new_event_loop())
-    Worker(**worker_settings(config)).run()
+    Worker(**worker_settings(config, uploads)).run()

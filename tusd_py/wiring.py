@@ -7,18 +7,21 @@ turns a completed upload into a task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from processing.config import ProcessingConfig
-from processing.events import EventLog
-from processing.jobs import cancel_task, submit_task
+from processing.events import EventLog, event_log_for
+from processing.jobs import UploadRemover
 from processing.operations import validate_operation
-from processing.tasks import TaskStore, filename_from_metadata
-from processing.worker import event_log_for
+from processing.records import filename_from_metadata
+from processing.submit import cancel_task, submit_task
+from processing.tasks import TaskStore
 from tusd_py.settings import Settings
 
 if TYPE_CHECKING:  # the worker role imports this module and must not load the web side
@@ -29,7 +32,6 @@ def processing_config(settings: Settings) -> ProcessingConfig:
     assert settings.redis_url is not None
     return ProcessingConfig(
         redis_url=settings.redis_url,
-        uploads_dir=settings.uploads_dir,
         results_dir=settings.results_dir,
         job_timeout=settings.job_timeout,
         max_tries=settings.max_tries,
@@ -50,6 +52,8 @@ class ProcessingServices:
     tasks: TaskStore
     events: EventLog
     arq: ArqRedis
+    data_path: Callable[[str], Path]
+    """Where the upload store keeps an upload's bytes (the store's own answer)."""
 
     def check_metadata(self, metadata: dict[str, str]) -> None:
         """Refuse an unknown operation at creation, before any byte arrives (ValueError)."""
@@ -67,6 +71,7 @@ class ProcessingServices:
             size=upload.length or 0,
             operation=validate_operation(upload.metadata, self.config.enable_fault_operations),
             max_attempts=self.config.max_tries,
+            source=self.data_path(upload.id),
         )
 
     async def cancel_upload(self, upload: UploadInfo) -> None:
@@ -76,8 +81,18 @@ class ProcessingServices:
             await cancel_task(self.tasks, self.arq, task)
 
 
+def upload_remover(settings: Settings) -> UploadRemover:
+    """What the worker's housekeeping removes expired uploads with: the tus file store."""
+    from tusd_py.tus.filestore import FileStore
+
+    return FileStore(settings.uploads_dir)
+
+
 def processing_services(settings: Settings, redis: Redis) -> ProcessingServices:
+    from tusd_py.tus.filestore import FileStore
+
     config = processing_config(settings)
     events = event_log_for(config, redis)
     arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
-    return ProcessingServices(config, TaskStore(redis, events), events, arq)
+    store = FileStore(settings.uploads_dir)
+    return ProcessingServices(config, TaskStore(redis, events), events, arq, store.data_path)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from tusclient import client as tus
 
 from tests.processing.harness import processes_of
@@ -26,13 +25,6 @@ from tests.support import Service, User
 
 TEXT = "Grüße aus Köln — straße, café, ÆØÅ, ﬁ ligature.\nsecond line\n".encode()
 FINAL = {"completed", "failed", "cancelled"}
-
-
-@pytest.fixture(autouse=True)
-def _requires_task_api(live: Service) -> None:
-    """Skip (with the reason) while the app does not mount the task routes yet."""
-    if httpx.get(live.base_url + "/operations").status_code == 404:
-        pytest.skip("tusd_py.app does not mount tasks_api/events_api routes yet")
 
 
 def upload(

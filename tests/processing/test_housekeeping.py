@@ -17,6 +17,7 @@ from processing.housekeeping import LOST_AFTER_MS, housekeeping, sweep
 from processing.jobs import WorkerState
 from processing.tasks import TaskStatus, now_ms
 from tests.processing.harness import Bench, open_bench
+from tusd_py.tus.filestore import FileStore
 
 _databases = itertools.cycle([9, 10, 11])
 DAY_MS = 86_400_000
@@ -51,11 +52,12 @@ async def test_retention_removes_records_results_and_uploads(bench: Bench):
     kept = [config.source_path(running.id), touch(config.uploads_dir / f"{running.id}.info")]
 
     # Within retention nothing goes.
-    report = await sweep(bench.tasks, bench.arq, config)
+    uploads = FileStore(config.uploads_dir)  # what the app's wiring hands the worker
+    report = await sweep(bench.tasks, bench.arq, config, uploads=uploads)
     assert report.deleted == 0 and all(p.exists() for p in files)
 
     later = now_ms() + config.result_retention * 1000 + 1000
-    report = await sweep(bench.tasks, bench.arq, config, now=later)
+    report = await sweep(bench.tasks, bench.arq, config, now=later, uploads=uploads)
     assert report.deleted == 1
     assert await bench.tasks.get(old.id) is None
     assert not config.source_path(old.id).exists()
@@ -65,7 +67,7 @@ async def test_retention_removes_records_results_and_uploads(bench: Bench):
     page = await bench.tasks.list_for(bench.owner)
     assert [t.id for t in page.tasks] == [running.id]
 
-    again = await sweep(bench.tasks, bench.arq, config, now=later)  # idempotent
+    again = await sweep(bench.tasks, bench.arq, config, now=later, uploads=uploads)  # idempotent
     assert again.deleted == 0
 
 

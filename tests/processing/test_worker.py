@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from processing.jobs import cancel_task, submit_task
+from processing.submit import cancel_task, submit_task
 from processing.tasks import EventName, TaskStatus
 from tests.processing.harness import Bench, open_bench, processes_of
 
