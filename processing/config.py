@@ -52,6 +52,11 @@ class ProcessingConfig:
     second cost Redis about 40 cheap commands a second per worker."""
     queue_name: str = "arq:queue"
     """The ARQ queue; the API and the workers must agree on it."""
+    max_tries_per_child: int = 1000
+    """A warm child is replaced after this many tries (Celery's ``max_tasks_per_child``)."""
+    max_memory_per_child: int = 256
+    """A warm child is replaced when a try leaves it above this resident size, in MiB
+    (Celery's ``max_memory_per_child``, there in KiB)."""
     uploads_dir: Path | None = None
     """Legacy: where to look for the bytes of a task whose record carries no ``source``
     (records written before the finish hook recorded the path; the processing-only test
@@ -64,6 +69,8 @@ class ProcessingConfig:
             raise ValueError("max_tries must be >= 1")
         if self.max_jobs < 1:
             raise ValueError("max_jobs must be >= 1")
+        if self.max_tries_per_child < 1 or self.max_memory_per_child < 1:
+            raise ValueError("max_tries_per_child and max_memory_per_child must be >= 1")
         if self.lease_ttl < 1:
             raise ValueError("lease_ttl must be >= 1 second")
         # Paths may arrive as strings from a caller that does not use pathlib.

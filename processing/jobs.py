@@ -43,6 +43,7 @@ from processing.config import ProcessingConfig
 from processing.events import EventLog
 from processing.lease import Lease
 from processing.operations import get_operation
+from processing.pool import ChildPool
 from processing.records import Task, TaskStatus
 from processing.runner import TryFailed, run_operation
 from processing.submit import JOB_NAME, cancel_task, submit_task
@@ -83,6 +84,8 @@ class WorkerState:
     events: EventLog
     uploads: UploadRemover | None = None
     """None only in processing-only test benches: retention then keeps uploads."""
+    pool: ChildPool | None = None
+    """The worker's warm children; None runs each try in a fresh one-shot child."""
 
 
 def source_of(config: ProcessingConfig, task: Task) -> Path | None:
@@ -160,8 +163,9 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     target = config.result_path(task.id)
     temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
+    runner = state.pool.run if state.pool is not None else run_operation
     run = asyncio.create_task(
-        run_operation(
+        runner(
             task.operation,
             source,
             temporary,

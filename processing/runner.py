@@ -63,7 +63,7 @@ def _kill_when_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> Non
         kill_group(spawn.result().pid)
 
 
-def _describe_exit(returncode: int, message: str | None) -> str:
+def describe_exit(returncode: int, message: str | None) -> str:
     if message:
         return message
     if returncode < 0:
@@ -130,4 +130,4 @@ async def run_operation(
         if proc.returncode is None:
             await proc.wait()
     if returncode != 0:
-        raise TryFailed(_describe_exit(returncode, error))
+        raise TryFailed(describe_exit(returncode, error))

@@ -11,6 +11,8 @@ Settings that matter, and why:
   kills the child; ARQ's would only fail the job for good.
 - The job's ARQ ``max_tries`` is above any task's ``max_attempts``, so the job itself
   always gets to record the final failure (see :mod:`processing.jobs`).
+- Tries run in a warm pool of ``max_jobs`` children (:mod:`processing.pool`), started
+  at start-up and killed at shutdown (or by their own PDEATHSIG if the worker dies).
 - ARQ holds a started job for the largest function timeout + 10 s; :mod:`processing.lease`
   shortens that to ``lease_ttl`` while a try runs, which bounds crash recovery.
 """
@@ -28,6 +30,7 @@ from processing.config import ProcessingConfig
 from processing.events import event_log_for
 from processing.housekeeping import housekeeping
 from processing.jobs import UploadRemover, WorkerState, process_task
+from processing.pool import ChildPool
 from processing.records import MAX_ATTEMPTS_LIMIT
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
@@ -48,7 +51,18 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
     async def on_startup(ctx: dict[str, Any]) -> None:
         config.results_dir.mkdir(parents=True, exist_ok=True)
         events = event_log_for(config, ctx["redis"])
-        ctx["state"] = WorkerState(config, TaskStore(ctx["redis"], events), events, uploads)
+        pool = ChildPool(
+            config.max_jobs,
+            max_tries_per_child=config.max_tries_per_child,
+            max_memory_per_child=config.max_memory_per_child * 1024 * 1024,
+        )
+        await pool.start()
+        ctx["state"] = WorkerState(config, TaskStore(ctx["redis"], events), events, uploads, pool)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        state: WorkerState | None = ctx.get("state")
+        if state is not None and state.pool is not None:
+            await state.pool.close()
 
     return {
         "functions": [
@@ -79,6 +93,7 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
         "keep_result": KEEP_ARQ_RESULT,
         "health_check_interval": 60,
         "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
     }
 
 

@@ -41,6 +41,8 @@ def processing_config(settings: Settings) -> ProcessingConfig:
         event_log_size=settings.event_log_size,
         enable_fault_operations=settings.enable_fault_operations,
         poll_delay=settings.worker_poll_interval,
+        max_tries_per_child=settings.max_tasks_per_child,
+        max_memory_per_child=settings.max_memory_per_child,
     )
 
 

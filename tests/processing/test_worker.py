@@ -15,7 +15,8 @@ import pytest
 
 from processing.submit import cancel_task, submit_task
 from processing.tasks import EventName, TaskStatus
-from tests.processing.harness import Bench, open_bench, processes_of
+from tests.processing.forking import pool_processes, processes_of_task
+from tests.processing.harness import Bench, open_bench
 
 _databases = itertools.cycle([12, 13, 14])
 TEXT = "Grüße aus Köln: straße, café, ÆØÅ — done.\n".encode() * 2000
@@ -38,7 +39,7 @@ def done(task) -> bool:
 
 async def no_process_left(task_id: str) -> bool:
     for _ in range(200):
-        if not await asyncio.to_thread(processes_of, task_id):
+        if not await asyncio.to_thread(processes_of_task, task_id):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -96,7 +97,7 @@ async def test_worker_killed_with_sigkill_mid_job_recovers(bench: Bench):
     task = await bench.submit(payload, operation="fault-slow")
     victim = bench.start_worker()
     await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
-    children = await asyncio.to_thread(processes_of, task.id)
+    children = await asyncio.to_thread(processes_of_task, task.id)
     assert children, "the try's child should be running"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -110,6 +111,29 @@ async def test_worker_killed_with_sigkill_mid_job_recovers(bench: Bench):
     assert bench.config.result_path(task.id).read_bytes() == payload
     leftovers = list(bench.config.results_dir.glob(f"{task.id}.*"))
     assert all(p.suffix == ".tmp" for p in leftovers)  # only the dead try's temporary
+
+
+async def test_a_forking_operation_leaves_nothing_after_the_workers_kill_9(bench: Bench):
+    payload = os.urandom(100_000)
+    task = await bench.submit(payload, operation="fault-fork")
+    victim = bench.start_worker()
+    await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    tree = await asyncio.to_thread(pool_processes, victim.pid)
+    assert len(tree) == 3, "two warm children and the grandchild one of them forked"
+    assert len(await asyncio.to_thread(processes_of_task, task.id)) == 2  # the try and its fork
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    for _ in range(200):
+        if not await asyncio.to_thread(pool_processes, victim.pid):
+            break
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(pool_processes, victim.pid) == []
+    assert await no_process_left(task.id)
+    bench.start_worker()  # the next try forks again; the pool retires that child after it
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.COMPLETED and final.attempts == 2
+    assert bench.config.result_path(task.id).read_bytes() == payload
+    assert await no_process_left(task.id)
 
 
 async def test_sigterm_requeues_without_burning_a_try(bench: Bench):
