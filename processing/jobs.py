@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from arq import Retry
-from arq.constants import retry_key_prefix
+from arq.constants import in_progress_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 from processing.config import ProcessingConfig
@@ -44,7 +44,7 @@ from processing.events import EventLog
 from processing.lease import Lease
 from processing.operations import get_operation
 from processing.pool import ChildPool
-from processing.records import Task, TaskStatus
+from processing.records import Task, TaskStatus, is_task_id, task_key
 from processing.runner import TryFailed, run_operation
 from processing.submit import JOB_NAME, cancel_task, submit_task
 from processing.tasks import TaskStore
@@ -123,6 +123,8 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
     """
     state: WorkerState = ctx["state"]
     job_try: int = ctx["job_try"]
+    if not is_task_id(task_id):
+        return "gone"
     try:
         return await _process(ctx, state, task_id, job_try)
     except (RedisError, OSError) as exc:
@@ -132,7 +134,13 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
 
 async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_try: int) -> str:
     config, tasks = state.config, state.tasks
-    task = await tasks.get(task_id)
+    # One round trip: read the task and shorten ARQ's in-progress lock to the lease's
+    # TTL at once (the Lease's first beat would otherwise be a round trip of its own).
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.hgetall(task_key(task_id))
+        pipe.pexpire(in_progress_key_prefix + ctx["job_id"], int(config.lease_ttl * 1000))
+        raw, _ = await pipe.execute()
+    task = Task.from_fields(raw) if raw else None
     if task is None:
         return "gone"
     if task.status.is_final:
@@ -175,7 +183,8 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
         )
     )
     try:
-        async with Lease(ctx["redis"], ctx["job_id"], task.id, config.lease_ttl, run.cancel):
+        lease = Lease(ctx["redis"], ctx["job_id"], task.id, config.lease_ttl, run.cancel, armed=True)
+        async with lease:
             try:
                 await run
                 await asyncio.to_thread(os.replace, temporary, target)

@@ -136,6 +136,17 @@ async def test_a_forking_operation_leaves_nothing_after_the_workers_kill_9(bench
     assert await no_process_left(task.id)
 
 
+async def test_a_freed_slot_takes_the_next_job_without_waiting_for_a_poll(bench: Bench):
+    tasks = [await bench.submit(b"small %d" % i) for i in range(3)]
+    # One slot and a 60 s poll: the first job starts on the first poll; the others can
+    # only start within the test's 20 s if a freed slot looks at the queue at once.
+    bench.start_worker(max_jobs=1, poll_delay=60.0)
+    for i, task in enumerate(tasks):
+        final = await bench.wait_for(task.id, done, within=20)
+        assert final.status is TaskStatus.COMPLETED
+        assert bench.config.result_path(task.id).read_bytes() == b"SMALL %d" % i
+
+
 async def test_sigterm_requeues_without_burning_a_try(bench: Bench):
     task = await bench.submit(b"abc" * 1000, operation="fault-slow")
     first = bench.start_worker()
