@@ -29,7 +29,12 @@ from bench.report import Row, print_table
 from bench.scenarios.throughput import drain_rate
 from processing.config import ProcessingConfig
 
-PEER_REQUIREMENTS = ["celery>=5.7,<5.8", "redis>=6.4,<9", "rq>=2.0,<3"]
+PEER_REQUIREMENTS = [
+    "celery>=5.7,<5.8",
+    "redis>=6.4,<9",
+    "rq>=2.0,<3",
+    "packaging",
+]  # kombu imports packaging
 POLL_DELAY = ProcessingConfig.__dataclass_fields__["poll_delay"].default
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,6 +71,7 @@ def run(env: BenchEnv, scale: float) -> list[Row]:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     work = env.workdir / "peers"
     ours = drain_rate(env, 1, count)
+    print(f"tusd-py: {ours:.1f} tasks/s", file=sys.stderr, flush=True)
     celery = _json_line(
         [python, "-m", "bench.peer_drive", "celery", _database(env.redis.url, 13), str(count), str(work)],
         clean,
@@ -84,6 +90,7 @@ def run(env: BenchEnv, scale: float) -> list[Row]:
             str(POLL_DELAY),
         ]
     )["tasks_per_s"]
+    print(f"celery {celery:.1f}, rq {rq:.1f}, arq floor {floor:.1f} tasks/s", file=sys.stderr, flush=True)
     env.set_workers(1)
     label = f"{count} x 1 KB"
     return [

@@ -9,7 +9,8 @@ idempotent: a sweep cut short by a crash is finished by the next one.
    the upload, through the :class:`~processing.jobs.UploadRemover` the app hands in
    (the tus store: processing does not know its layout).
 2. Unfinished tasks older than ``LOST_AFTER`` whose ARQ job no longer exists (expired
-   after a day in the queue, or dropped by ARQ): a ``queued`` one is enqueued again, a
+   after a day in the queue, or dropped by ARQ): a ``queued`` one is enqueued again (an
+   old ``arq:result:<id>`` that would make ARQ refuse the id is dropped first), a
    ``processing``/``retrying`` one is failed with the reason. Nothing stays unfinished
    forever.
 3. Temporary result files of tries that died with their worker.
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
 
 from processing.config import ProcessingConfig
 from processing.jobs import UploadRemover, WorkerState
@@ -132,8 +133,11 @@ async def sweep(
         if task is None or task.status.is_final:
             await tasks.drop_from_index(task_id, active=True, finished=task is None)
         elif task.status is TaskStatus.QUEUED:
-            await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id)
-            report.requeued += 1
+            # ARQ refuses a job id while an old ``arq:result:<id>`` exists (its dedup);
+            # that result belongs to an earlier, finished job of this id: drop it.
+            await arq.delete(result_key_prefix + task_id)
+            if await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id) is not None:
+                report.requeued += 1
         elif await tasks.fail(task, "the task's job was lost; please upload again") is not None:
             report.failed_lost += 1
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.constants import abort_jobs_ss, job_key_prefix, result_key_prefix
 
 from processing.housekeeping import LOST_AFTER_MS, housekeeping, sweep
 from processing.jobs import WorkerState
@@ -79,6 +79,8 @@ async def test_lost_jobs_are_requeued_or_failed(bench: Bench):
     for task in (queued, processing):  # as if ARQ had expired or dropped the job
         await bench.arq.delete(job_key_prefix + task.id)
         await bench.arq.zrem(bench.config.queue_name, task.id)
+    # An earlier job of the same id left its result: ARQ's dedup would refuse the id.
+    await bench.arq.set(result_key_prefix + queued.id, b"old result", ex=600)
 
     report = await sweep(bench.tasks, bench.arq, bench.config, now=now_ms() + LOST_AFTER_MS + 1000)
     assert (report.requeued, report.failed_lost) == (1, 1)
