@@ -18,9 +18,10 @@ How a try ends:
 - the worker dies (kill -9): the child dies with it (PDEATHSIG); ARQ reruns the job
   once the lease expires, as the next try, noting the interruption as the error.
 
-If ARQ ever starts a try beyond ``max_attempts`` (crashes count as tries), the job
-fails the task itself instead of running it: ARQ's own ``max_tries`` is set above
-ours, so a task always ends in a final state, never stuck.
+Our budget decides, not ARQ's start counter (``arq:retry:<id>``, which also counts
+starts cut short by a dying worker): ``max_attempts`` bounds *failed* tries, and
+``MAX_INTERRUPTIONS`` bounds starts that a worker's death cut short. ARQ's own
+``max_tries`` is set above both, so the job itself always records the final state.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from processing.tasks import TaskStore
 # (tests/processing/harness.py) until it imports them from processing.submit.
 __all__ = [
     "JOB_NAME",
+    "MAX_INTERRUPTIONS",
     "PROGRESS_INTERVAL",
     "UploadRemover",
     "WorkerState",
@@ -62,6 +64,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("processing.jobs")
+
+MAX_INTERRUPTIONS = 20
+"""Starts of one task cut short by its worker's death (kill -9, OOM, a lost host) that
+charge no try. Past this many the task fails: an operation that kills its own worker
+would otherwise run forever. ARQ's ``max_tries`` is set above every such bound."""
 
 PROGRESS_INTERVAL = 0.3
 """Seconds between two progress writes (and task.progress events) of one task."""
@@ -148,8 +155,16 @@ async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_tr
     error = task.error
     if task.status is TaskStatus.PROCESSING and task.attempts < job_try:
         error = f"try {task.attempts} interrupted: its worker stopped"
-    if job_try > task.max_attempts:
-        await tasks.fail(task, f"gave up after {task.max_attempts} tries; last error: {error or 'unknown'}")
+    # Our budget decides, not ARQ's start counter: failed tries against max_attempts,
+    # and starts cut short by a dying worker against MAX_INTERRUPTIONS.
+    interruptions = job_try - 1 - task.failures
+    if task.failures >= task.max_attempts or interruptions > MAX_INTERRUPTIONS:
+        reason = (
+            f"{task.failures} tries failed"
+            if task.failures >= task.max_attempts
+            else (f"its worker died {interruptions} times")
+        )
+        await tasks.fail(task, f"gave up: {reason}; last error: {error or 'unknown'}")
         return "failed"
     started = await tasks.start_try(task, job_try, error)
     if started is None:
@@ -218,13 +233,14 @@ async def _failed_try(
     config: ProcessingConfig, tasks: TaskStore, task: Task, job_try: int, error: str
 ) -> str:
     """Retry later with backoff, or fail the task after its last try."""
-    message = f"try {job_try} of {task.max_attempts}: {error}"
-    if job_try >= task.max_attempts:
+    failures = task.failures + 1
+    message = f"try {failures} of {task.max_attempts}: {error}"
+    if failures >= task.max_attempts:
         await tasks.fail(task, message, job_try)
         return "failed"
-    if await tasks.retry_later(task, job_try, message) is None:
+    if await tasks.retry_later(task, job_try, message, failures) is None:
         return "superseded"  # cancelled, or another try took over
-    raise Retry(defer=config.retry_delay(job_try))
+    raise Retry(defer=config.retry_delay(failures))
 
 
 async def _cancelled_from_outside(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int) -> None:

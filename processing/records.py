@@ -116,6 +116,10 @@ class Task:
     created_ms: int = field(default_factory=now_ms)
     started_ms: int | None = None
     finished_ms: int | None = None
+    failures: int = 0
+    """Tries that failed (timeout, the operation's crash or error): what ``max_attempts``
+    budgets. A try cut short by its worker's death is counted in ``attempts`` (starts)
+    but is not a failure. Internal: not in :meth:`to_public`."""
     source: str = ""
     """Absolute path of the upload's bytes, as the finish hook's store reported it: the
     worker reads it from here instead of knowing the store's disk layout. Internal:
@@ -171,6 +175,7 @@ class Task:
             "created_ms": str(self.created_ms),
             "started_ms": "" if self.started_ms is None else str(self.started_ms),
             "finished_ms": "" if self.finished_ms is None else str(self.finished_ms),
+            "failures": str(self.failures),
             "source": self.source,
         }
 
@@ -195,5 +200,6 @@ class Task:
             created_ms=int(f["created_ms"]),
             started_ms=opt_int("started_ms"),
             finished_ms=opt_int("finished_ms"),
+            failures=int(f.get("failures") or 0),
             source=f.get("source", ""),
         )

@@ -293,7 +293,10 @@ class TaskStore:
             finished_ms=now_ms(),
         )
 
-    async def retry_later(self, task: Task, attempt: int, error: str) -> Task | None:
+    async def retry_later(
+        self, task: Task, attempt: int, error: str, failures: int | None = None
+    ) -> Task | None:
+        """processing -> retrying; ``failures`` is the task's failed-try count after this one."""
         return await self.transition(
             task,
             EventName.RETRYING,
@@ -301,6 +304,7 @@ class TaskStore:
             attempt=attempt,
             status=TaskStatus.RETRYING,
             error=error,
+            failures=task.failures + 1 if failures is None else failures,
         )
 
     async def fail(self, task: Task, error: str, attempt: int | None = None) -> Task | None:

@@ -9,8 +9,9 @@ Settings that matter, and why:
   finish; then they are cancelled, their children killed, their tasks requeued.
 - The job's ARQ timeout is ``job_timeout + ARQ_TIMEOUT_MARGIN``: ours fires first and
   kills the child; ARQ's would only fail the job for good.
-- The job's ARQ ``max_tries`` is above any task's ``max_attempts``, so the job itself
-  always gets to record the final failure (see :mod:`processing.jobs`).
+- The job's ARQ ``max_tries`` is above any task's ``max_attempts`` plus the allowance
+  for interrupted starts, so the job itself always records the final state (see
+  :mod:`processing.jobs`).
 - Tries run in a warm pool of ``max_jobs`` children (:mod:`processing.pool`), started
   at start-up and killed at shutdown (or by their own PDEATHSIG if the worker dies).
 - ARQ holds a started job for the largest function timeout + 10 s; :mod:`processing.lease`
@@ -30,7 +31,7 @@ from arq.worker import Worker, func
 from processing.config import ProcessingConfig
 from processing.events import event_log_for
 from processing.housekeeping import housekeeping
-from processing.jobs import UploadRemover, WorkerState, process_task
+from processing.jobs import MAX_INTERRUPTIONS, UploadRemover, WorkerState, process_task
 from processing.pool import ChildPool
 from processing.records import MAX_ATTEMPTS_LIMIT
 from processing.submit import JOB_NAME
@@ -73,7 +74,7 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
                 process_task,
                 name=JOB_NAME,
                 timeout=config.job_timeout + ARQ_TIMEOUT_MARGIN,
-                max_tries=max(config.max_tries, MAX_ATTEMPTS_LIMIT) + 1,
+                max_tries=max(config.max_tries, MAX_ATTEMPTS_LIMIT) + MAX_INTERRUPTIONS + 1,
                 keep_result=KEEP_ARQ_RESULT,
             )
         ],

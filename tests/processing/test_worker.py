@@ -147,6 +147,28 @@ async def test_a_freed_slot_takes_the_next_job_without_waiting_for_a_poll(bench:
         assert bench.config.result_path(task.id).read_bytes() == b"SMALL %d" % i
 
 
+async def test_a_task_survives_six_worker_restarts_and_still_completes(bench: Bench):
+    """ARQ counts every start; our budget (2 failed tries here) is what decides, and a
+    start cut short by a dying worker is not a failed try."""
+    payload = os.urandom(100_000)
+    task = await bench.submit(payload, operation="fault-slow", max_attempts=2)
+    for start in range(1, 7):
+        worker = bench.start_worker()
+        await bench.wait_for(
+            task.id,
+            lambda t, start=start: (
+                t.status is TaskStatus.PROCESSING and t.attempts == start and t.progress_bytes > 0
+            ),
+        )
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    bench.start_worker()
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.COMPLETED
+    assert (final.attempts, final.failures, final.error) == (7, 0, None)
+    assert bench.config.result_path(task.id).read_bytes() == payload
+
+
 async def test_sigterm_requeues_without_burning_a_try(bench: Bench):
     task = await bench.submit(b"abc" * 1000, operation="fault-slow")
     first = bench.start_worker()
