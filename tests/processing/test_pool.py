@@ -63,7 +63,7 @@ async def test_a_child_replaced_after_a_timeout_serves_the_next_task(
     for i in range(3):  # both the survivor and the replacement serve tasks
         await pool.run("uppercase", source, tmp_path / f"next{i}", time_limit=10)
         assert (tmp_path / f"next{i}").read_bytes() == DATA.decode().upper().encode()
-    assert pool.started == 3
+    assert await until(lambda: pool.started == 3)
 
 
 async def test_recycling_after_n_tries(source: Path, tmp_path: Path):
@@ -75,7 +75,7 @@ async def test_recycling_after_n_tries(source: Path, tmp_path: Path):
             await pool.run("uppercase", source, tmp_path / f"out{i}", time_limit=10)
             assert await until(lambda: len(child_pids()) == 1)
             seen.append(next(iter(child_pids())))
-        assert pool.started == 4  # the first, then one after every second try
+        assert await until(lambda: pool.started == 4)  # the first, then one after every second try
         assert seen[0] != seen[1] and seen[1] == seen[2] and seen[2] != seen[3]
     finally:
         await pool.close()
@@ -103,7 +103,7 @@ async def test_crash_and_cancel_replace_the_child(pool: ChildPool, source: Path,
     with pytest.raises(asyncio.CancelledError):
         await run
     assert await until(lambda: len(child_pids()) == 2)
-    assert pool.started == 4
+    assert await until(lambda: pool.started == 4)
     await pool.run("uppercase", source, tmp_path / "after", time_limit=10)
 
 
@@ -115,7 +115,7 @@ async def test_a_try_that_leaves_a_process_behind_retires_its_child(
     assert (tmp_path / "fork").read_bytes() == DATA
     assert await until(lambda: len(child_pids()) == 2)  # the grandchild went with its child
     assert len(child_pids() & before) == 1
-    assert pool.started == 3
+    assert await until(lambda: pool.started == 3)
 
 
 async def test_children_have_none_of_the_workers_secrets(monkeypatch: pytest.MonkeyPatch):
