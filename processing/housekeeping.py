@@ -6,7 +6,7 @@ idempotent: a sweep cut short by a crash is finished by the next one.
 
 1. Finished tasks older than ``result_retention`` (by finish time): the record, its
    index entries, the result ``<results_dir>/<id>`` (and any ``<id>.*`` temporary), and
-   the upload, through the :class:`~processing.jobs.UploadRemover` the app hands in
+   the upload, through the :class:`~processing.uploads.UploadRemover` the app hands in
    (the tus store: processing does not know its layout).
 2. Unfinished tasks older than ``LOST_AFTER`` whose ARQ job no longer exists (expired
    after a day in the queue, or dropped by ARQ): a ``queued`` one is enqueued again (an
@@ -34,10 +34,11 @@ from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
 
 from processing.config import ProcessingConfig
-from processing.jobs import UploadRemover, WorkerState
+from processing.jobs import WorkerState
 from processing.records import KEY_PREFIX, TaskStatus, now_ms
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
+from processing.uploads import UploadRemover
 
 logger = logging.getLogger("processing.housekeeping")
 

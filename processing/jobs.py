@@ -34,7 +34,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from arq import Retry
 from arq.constants import in_progress_key_prefix, retry_key_prefix
@@ -49,6 +49,7 @@ from processing.records import Task, TaskStatus, is_task_id, task_key
 from processing.runner import TryFailed, run_operation
 from processing.submit import JOB_NAME, cancel_task, submit_task
 from processing.tasks import TaskStore
+from processing.uploads import UploadRemover
 
 # ``submit_task``/``cancel_task`` are importable from here only for the test harness
 # (tests/processing/harness.py) until it imports them from processing.submit.
@@ -72,14 +73,6 @@ would otherwise run forever. ARQ's ``max_tries`` is set above every such bound."
 
 PROGRESS_INTERVAL = 0.3
 """Seconds between two progress writes (and task.progress events) of one task."""
-
-
-class UploadRemover(Protocol):
-    """How the worker's housekeeping removes an upload (its bytes and whatever else the
-    store keeps for it) once its task's retention ends. ``processing`` defines it and the
-    app's wiring hands in the tus store, so processing never knows the store's layout."""
-
-    async def remove(self, upload_id: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,12 @@ from arq.worker import Worker, func
 from processing.config import ProcessingConfig
 from processing.events import event_log_for
 from processing.housekeeping import housekeeping
-from processing.jobs import MAX_INTERRUPTIONS, UploadRemover, WorkerState, process_task
+from processing.jobs import MAX_INTERRUPTIONS, WorkerState, process_task
 from processing.pool import ChildPool
 from processing.records import MAX_ATTEMPTS_LIMIT
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
+from processing.uploads import UploadRemover
 
 __all__ = ["event_log_for", "run_worker", "worker_settings"]  # event_log_for: for the test harness
 

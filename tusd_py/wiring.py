@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 
 from processing.config import ProcessingConfig
 from processing.events import EventLog, event_log_for
-from processing.jobs import UploadRemover
 from processing.operations import validate_operation
 from processing.records import filename_from_metadata
 from processing.submit import cancel_task, submit_task
 from processing.tasks import TaskStore
+from processing.uploads import UploadRemover
 from tusd_py.settings import Settings
 
 if TYPE_CHECKING:  # the worker role imports this module and must not load the web side

@@ -230,9 +230,11 @@ async def test_at_most_max_jobs_run_at_once(bench: Bench):
 @pytest.mark.parametrize("bench", [{"shutdown_grace": 20.0}], indirect=True)
 async def test_sigterm_lets_a_running_try_finish_within_the_grace(bench: Bench):
     task = await bench.submit(b"xyz" * 1000, operation="fault-slow")
-    queued = await bench.submit(b"later", operation="uppercase")
     worker = bench.start_worker(max_jobs=1)
     await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    # Queued only now: two jobs enqueued in the same millisecond start in id order, so
+    # queuing both first let this one start first now and then.
+    queued = await bench.submit(b"later", operation="uppercase")
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     finished = await bench.tasks.get(task.id)
