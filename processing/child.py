@@ -1,6 +1,16 @@
-"""The child process: runs one operation on one file, then exits.
+"""The child process: runs operations on files, one try at a time.
 
-    python -m processing.child OPERATION SOURCE TARGET
+    python -m processing.child OPERATION SOURCE TARGET     one try, then exit
+    python -m processing.child --serve --worker PID        a warm pool child
+
+A pool child (:mod:`processing.pool`) reads one JSON request per line on stdin
+(``{"operation", "source", "target", "attempt"}``), runs it, answers as below and ends
+each try with ``D <status> <rss bytes> <clean>``, then waits for the next. It starts
+with none of the worker's state (a fresh interpreter, no ``TUSD_PY_*`` variables, no
+Redis connection). It is the leader of its own process group and a subreaper; if its
+worker dies, ``PR_SET_PDEATHSIG`` sends it SIGTERM, and it SIGKILLs its whole group,
+so that a grandchild forked by an operation dies too. ``clean`` is 0 when a try left
+a descendant behind: the pool then kills the group and starts a fresh child.
 
 It is started by :mod:`processing.runner` in its own session (process group) with
 ``PR_SET_PDEATHSIG = SIGKILL``, so it dies with the worker. It reads SOURCE, writes
@@ -14,10 +24,13 @@ Tracebacks go to stderr, which is the worker's log.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
 import time
 
+from processing.faults import ATTEMPT_ENV
 from processing.operations import get_operation
 
 PROGRESS_INTERVAL = 0.1
@@ -27,7 +40,7 @@ class _Progress:
     """Write ``P <n>`` lines, throttled, so a fast operation does not flood the pipe."""
 
     def __init__(self) -> None:
-        self.last_sent = 0.0
+        self.last_sent = time.monotonic()  # a try that ends within 0.1 s sends no progress
         self.last_value = -1
 
     def __call__(self, done: int) -> None:
@@ -69,7 +82,49 @@ def run(operation: str, source: str, target: str) -> int:
     return 1
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _left_descendants() -> bool:
+    """Whether a try left a process behind: as a subreaper, every descendant that
+    outlives its parent is re-parented to us, so ``waitpid`` sees it."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True  # a descendant is still running
+
+
+def _die_with_group(_signum: int, _frame: object) -> None:
+    os.killpg(0, signal.SIGKILL)  # ourselves and every process a try started
+
+
+def serve(worker_pid: int) -> int:
+    """The warm pool child's loop (see the module's docstring)."""
+    from processing.procctl import PR_SET_PDEATHSIG, _prctl, become_subreaper
+
+    signal.signal(signal.SIGTERM, _die_with_group)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # was SIGKILL (set before exec): now the group
+    if os.getppid() != worker_pid:
+        _die_with_group(0, None)
+    become_subreaper()
+    for line in sys.stdin:
+        request = json.loads(line)
+        os.environ[ATTEMPT_ENV] = str(request["attempt"])  # what the fault operations read
+        status = run(request["operation"], request["source"], request["target"])
+        clean = 0 if _left_descendants() else 1
+        sys.stdout.write(f"D {status} {_rss_bytes()} {clean}\n")
+        sys.stdout.flush()
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--serve" and argv[1] == "--worker" and argv[2].isdigit():
+        return serve(int(argv[2]))
     if len(argv) != 3:
         sys.stderr.write("usage: python -m processing.child OPERATION SOURCE TARGET\n")
         return 2

@@ -1,7 +1,8 @@
 """What a worker (and the API's submit path) needs to know, with no web-app imports.
 
-The lead's CLI builds this from ``tusd_py.settings.Settings`` (see ``tusd_py/wiring.py``);
-the worker process never imports the web application.
+The app's wiring builds this from ``tusd_py.settings.Settings`` (``tusd_py/wiring.py``);
+the worker process never imports the web application. Processing knows where results
+go, not how the upload store lays out its files: a task carries its upload's path.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ class ProcessingConfig:
     """
 
     redis_url: str
-    uploads_dir: Path
     results_dir: Path
     job_timeout: float = 120.0
     """Seconds one try may run before its child's process group is killed."""
@@ -52,6 +52,15 @@ class ProcessingConfig:
     second cost Redis about 40 cheap commands a second per worker."""
     queue_name: str = "arq:queue"
     """The ARQ queue; the API and the workers must agree on it."""
+    max_tries_per_child: int = 1000
+    """A warm child is replaced after this many tries (Celery's ``max_tasks_per_child``)."""
+    max_memory_per_child: int = 256
+    """A warm child is replaced when a try leaves it above this resident size, in MiB
+    (Celery's ``max_memory_per_child``, there in KiB)."""
+    uploads_dir: Path | None = None
+    """Legacy: where to look for the bytes of a task whose record carries no ``source``
+    (records written before the finish hook recorded the path; the processing-only test
+    bench). The app leaves it unset: the task's ``source`` is the one truth."""
 
     def __post_init__(self) -> None:
         if self.job_timeout <= 0:
@@ -60,14 +69,19 @@ class ProcessingConfig:
             raise ValueError("max_tries must be >= 1")
         if self.max_jobs < 1:
             raise ValueError("max_jobs must be >= 1")
+        if self.max_tries_per_child < 1 or self.max_memory_per_child < 1:
+            raise ValueError("max_tries_per_child and max_memory_per_child must be >= 1")
         if self.lease_ttl < 1:
             raise ValueError("lease_ttl must be >= 1 second")
         # Paths may arrive as strings from a caller that does not use pathlib.
-        object.__setattr__(self, "uploads_dir", Path(self.uploads_dir))
+        if self.uploads_dir is not None:
+            object.__setattr__(self, "uploads_dir", Path(self.uploads_dir))
         object.__setattr__(self, "results_dir", Path(self.results_dir))
 
     def source_path(self, task_id: str) -> Path:
-        """Where the tus store wrote the upload's bytes."""
+        """Legacy lookup of a task's bytes under ``uploads_dir`` (see there)."""
+        if self.uploads_dir is None:
+            raise ValueError("no uploads_dir: a task's bytes are at its recorded source")
         return self.uploads_dir / task_id
 
     def result_path(self, task_id: str) -> Path:

@@ -1,6 +1,6 @@
 """Task events on Redis Streams: one bounded stream per user.
 
-Events are appended by :class:`~processing.tasks.TaskStore` in the same Lua call as
+Events are appended by ``processing.tasks.TaskStore`` in the same Lua call as
 the state change they describe (so no change goes unannounced and the order is the
 order of the changes). Each stream entry holds ``event`` (its name) and a snapshot of
 the task record; the entry id (``1700000000000-0``) is the SSE event id, which makes
@@ -22,7 +22,8 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 
-from processing.tasks import KEY_PREFIX, EventName, Task, text
+from processing.config import ProcessingConfig
+from processing.records import KEY_PREFIX, EventName, Task, text
 
 STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -104,3 +105,9 @@ class EventLog:
         kwargs["socket_timeout"] = socket_timeout
         pool = ConnectionPool(connection_class=base.connection_class, max_connections=1, **kwargs)
         return Redis(connection_pool=pool)
+
+
+def event_log_for(config: ProcessingConfig, redis: Redis) -> EventLog:
+    """The EventLog workers publish to; the API builds its own with this same call, so
+    both agree on the bounds without the API importing the worker."""
+    return EventLog(redis, max_events=config.event_log_size, ttl_seconds=config.result_retention)

@@ -5,10 +5,12 @@ compare-and-delete), so that many workers never sweep at once. Every step is
 idempotent: a sweep cut short by a crash is finished by the next one.
 
 1. Finished tasks older than ``result_retention`` (by finish time): the record, its
-   index entries, the result ``<results_dir>/<id>`` (and any ``<id>.*`` temporary), the
-   upload's data ``<uploads_dir>/<id>`` and its tus sidecars ``<uploads_dir>/<id>.*``.
+   index entries, the result ``<results_dir>/<id>`` (and any ``<id>.*`` temporary), and
+   the upload, through the :class:`~processing.uploads.UploadRemover` the app hands in
+   (the tus store: processing does not know its layout).
 2. Unfinished tasks older than ``LOST_AFTER`` whose ARQ job no longer exists (expired
-   after a day in the queue, or dropped by ARQ): a ``queued`` one is enqueued again, a
+   after a day in the queue, or dropped by ARQ): a ``queued`` one is enqueued again (an
+   old ``arq:result:<id>`` that would make ARQ refuse the id is dropped first), a
    ``processing``/``retrying`` one is failed with the reason. Nothing stays unfinished
    forever.
 3. Temporary result files of tries that died with their worker.
@@ -29,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
 
 from processing.config import ProcessingConfig
-from processing.jobs import JOB_NAME, WorkerState
-from processing.tasks import KEY_PREFIX, TaskStatus, TaskStore, now_ms
+from processing.jobs import WorkerState
+from processing.records import KEY_PREFIX, TaskStatus, now_ms
+from processing.submit import JOB_NAME
+from processing.tasks import TaskStore
+from processing.uploads import UploadRemover
 
 logger = logging.getLogger("processing.housekeeping")
 
@@ -59,20 +64,19 @@ class SweepReport:
     skipped: bool = False
 
 
-def remove_task_files(config: ProcessingConfig, task_id: str) -> int:
-    """Delete a task's result, temporaries, upload data and tus sidecars; return the
-    count. Blocking (run it in a thread)."""
+def remove_result_files(config: ProcessingConfig, task_id: str) -> int:
+    """Delete a task's result and temporaries; return the count. Blocking (run it in a
+    thread)."""
     removed = 0
-    for directory in (config.results_dir, config.uploads_dir):
-        candidates = [directory / task_id, *directory.glob(f"{task_id}.*")]
-        for path in candidates:
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:
-                logger.warning("not removing directory %s", path)
+    directory = config.results_dir
+    for path in [directory / task_id, *directory.glob(f"{task_id}.*")]:
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            logger.warning("not removing directory %s", path)
     return removed
 
 
@@ -91,9 +95,15 @@ def remove_stale_temporaries(results_dir: Path, older_than: float) -> int:
 
 
 async def sweep(
-    tasks: TaskStore, arq: ArqRedis, config: ProcessingConfig, now: int | None = None
+    tasks: TaskStore,
+    arq: ArqRedis,
+    config: ProcessingConfig,
+    now: int | None = None,
+    *,
+    uploads: UploadRemover | None = None,
 ) -> SweepReport:
-    """One pass of all four steps (no lock: see :func:`housekeeping`)."""
+    """One pass of all four steps (no lock: see :func:`housekeeping`). Without
+    ``uploads`` (a processing-only bench) retention removes records and results only."""
     now = now_ms() if now is None else now
     report = SweepReport()
 
@@ -107,7 +117,9 @@ async def sweep(
             elif not await tasks.delete(task):
                 await tasks.drop_from_index(task_id, active=False, finished=True)  # unfinished
                 continue
-            await asyncio.to_thread(remove_task_files, config, task_id)
+            await asyncio.to_thread(remove_result_files, config, task_id)
+            if uploads is not None:
+                await uploads.remove(task_id)
             report.deleted += 1
 
     # 2. lost jobs
@@ -122,8 +134,11 @@ async def sweep(
         if task is None or task.status.is_final:
             await tasks.drop_from_index(task_id, active=True, finished=task is None)
         elif task.status is TaskStatus.QUEUED:
-            await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id)
-            report.requeued += 1
+            # ARQ refuses a job id while an old ``arq:result:<id>`` exists (its dedup);
+            # that result belongs to an earlier, finished job of this id: drop it.
+            await arq.delete(result_key_prefix + task_id)
+            if await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id) is not None:
+                report.requeued += 1
         elif await tasks.fail(task, "the task's job was lost; please upload again") is not None:
             report.failed_lost += 1
 
@@ -145,7 +160,7 @@ async def housekeeping(ctx: dict[str, Any]) -> str:
     if not await redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
         return "skipped: another worker is sweeping"
     try:
-        report = await sweep(state.tasks, redis, state.config)
+        report = await sweep(state.tasks, redis, state.config, uploads=state.uploads)
     finally:
         await redis.eval(_RELEASE, 1, LOCK_KEY, token)  # type: ignore[misc]
     if report.deleted or report.requeued or report.failed_lost or report.temp_files:

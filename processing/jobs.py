@@ -1,8 +1,7 @@
-"""From a finished upload to a result: ``submit_task`` (API side) and the ARQ job.
+"""The worker's ARQ job: one try of one task, from a queued task to a result.
 
-One task = one ARQ job whose ``_job_id`` is the task id, so a repeated finish hook
-never enqueues twice. Each ARQ try of the job is one try of the task, run in a child
-process (:mod:`processing.runner`) under our own timeout; ARQ's own timeout is set
+The API's half (``submit_task``, ``cancel_task``) is :mod:`processing.submit`. Each ARQ try of the job is one try
+of the task, run in a child process (:mod:`processing.runner`) under our own timeout; ARQ's own timeout is set
 well above it and is never what ends a try.
 
 How a try ends:
@@ -19,9 +18,10 @@ How a try ends:
 - the worker dies (kill -9): the child dies with it (PDEATHSIG); ARQ reruns the job
   once the lease expires, as the next try, noting the interruption as the error.
 
-If ARQ ever starts a try beyond ``max_attempts`` (crashes count as tries), the job
-fails the task itself instead of running it: ARQ's own ``max_tries`` is set above
-ours, so a task always ends in a final state, never stuck.
+Our budget decides, not ARQ's start counter (``arq:retry:<id>``, which also counts
+starts cut short by a dying worker): ``max_attempts`` bounds *failed* tries, and
+``MAX_INTERRUPTIONS`` bounds starts that a worker's death cut short. ARQ's own
+``max_tries`` is set above both, so the job itself always records the final state.
 """
 
 from __future__ import annotations
@@ -33,31 +33,40 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from arq import Retry
-from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, retry_key_prefix
-from arq.utils import timestamp_ms
+from arq.constants import in_progress_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 from processing.config import ProcessingConfig
 from processing.events import EventLog
 from processing.lease import Lease
-from processing.operations import REGISTRY, get_operation
+from processing.operations import get_operation
+from processing.pool import ChildPool
+from processing.records import Task, TaskStatus, is_task_id, task_key
 from processing.runner import TryFailed, run_operation
-from processing.tasks import (
-    MAX_ATTEMPTS_LIMIT,
-    MAX_FILENAME_LENGTH,
-    Task,
-    TaskStatus,
-    TaskStore,
-    is_task_id,
-)
+from processing.submit import JOB_NAME
+from processing.tasks import TaskStore
+from processing.uploads import UploadRemover
+
+__all__ = [
+    "JOB_NAME",
+    "MAX_INTERRUPTIONS",
+    "PROGRESS_INTERVAL",
+    "UploadRemover",
+    "WorkerState",
+    "process_task",
+]
 
 logger = logging.getLogger("processing.jobs")
 
-JOB_NAME = "process_task"
+MAX_INTERRUPTIONS = 20
+"""Starts of one task cut short by its worker's death (kill -9, OOM, a lost host) that
+charge no try. Past this many the task fails: an operation that kills its own worker
+would otherwise run forever. ARQ's ``max_tries`` is set above every such bound."""
+
 PROGRESS_INTERVAL = 0.3
 """Seconds between two progress writes (and task.progress events) of one task."""
 
@@ -69,71 +78,18 @@ class WorkerState:
     config: ProcessingConfig
     tasks: TaskStore
     events: EventLog
+    uploads: UploadRemover | None = None
+    """None only in processing-only test benches: retention then keeps uploads."""
+    pool: ChildPool | None = None
+    """The worker's warm children; None runs each try in a fresh one-shot child."""
 
 
-async def submit_task(
-    tasks: TaskStore,
-    events: EventLog,
-    arq: ArqRedis,
-    *,
-    task_id: str,
-    owner: str,
-    filename: str,
-    size: int,
-    operation: str,
-    max_attempts: int,
-) -> Task:
-    """Record a ``queued`` task for a finished upload and enqueue its job; idempotent.
-
-    The task id is the upload id (``[A-Za-z0-9_-]{1,128}``); the bytes are expected at
-    ``<uploads_dir>/<task_id>``. A repeated call returns the existing task and publishes
-    nothing (``task.queued`` is published once, by the creating call). The job is
-    enqueued with ``_job_id=task_id``, so it is never enqueued twice; a repeat of a
-    call that died between the two steps enqueues it then. ``events`` must be the
-    EventLog the TaskStore publishes to. Raises ``ValueError`` on a bad id, operation
-    or ``max_attempts``, or when the id belongs to another owner's task.
-    """
-    if not is_task_id(task_id):
-        raise ValueError("task id must match [A-Za-z0-9_-]{1,128}")
-    if operation not in REGISTRY:
-        raise ValueError(f"unknown operation '{operation}'")
-    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
-    clean_name = "".join(ch for ch in filename if ch.isprintable()).strip() or "upload"
-    candidate = Task(
-        id=task_id,
-        owner=owner,
-        filename=clean_name[:MAX_FILENAME_LENGTH],
-        size=max(0, int(size)),
-        operation=operation,
-        max_attempts=max_attempts,
-    )
-    task, _created = await tasks.create(candidate)
-    if task.owner != owner:
-        raise ValueError("task id already belongs to another user")
-    if task.status is TaskStatus.QUEUED:
-        await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id)
-    return task
-
-
-async def cancel_task(tasks: TaskStore, arq: ArqRedis, task: Task) -> Task | None:
-    """Cancel a queued, running or retrying task; None if it had already ended.
-
-    The state change is the guarded transition (so a racing completion and this cancel
-    end in exactly one final state). Then the ARQ job is aborted: a worker running it
-    cancels it within one poll (``poll_delay``) and the try's child is killed at once;
-    a job still waiting in the queue is dropped when a worker reaches it (a retry
-    waiting out its backoff is moved to the front for that).
-    """
-    cancelled = await tasks.cancel(task)
-    if cancelled is None:
-        return None
-    now = timestamp_ms()
-    score = await arq.zscore(arq.default_queue_name, task.id)
-    if score is not None and score > now:
-        await arq.zadd(arq.default_queue_name, {task.id: now}, xx=True)
-    await arq.zadd(abort_jobs_ss, {task.id: now})
-    return cancelled
+def source_of(config: ProcessingConfig, task: Task) -> Path | None:
+    """The upload's bytes: the path the finish hook recorded on the task. Records from
+    before that field existed fall back to ``config.uploads_dir``, when one is set."""
+    if task.source:
+        return Path(task.source)
+    return config.source_path(task.id) if config.uploads_dir is not None else None
 
 
 class _ProgressWriter:
@@ -163,6 +119,8 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
     """
     state: WorkerState = ctx["state"]
     job_try: int = ctx["job_try"]
+    if not is_task_id(task_id):
+        return "gone"
     try:
         return await _process(ctx, state, task_id, job_try)
     except (RedisError, OSError) as exc:
@@ -172,7 +130,13 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
 
 async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_try: int) -> str:
     config, tasks = state.config, state.tasks
-    task = await tasks.get(task_id)
+    # One round trip: read the task and shorten ARQ's in-progress lock to the lease's
+    # TTL at once (the Lease's first beat would otherwise be a round trip of its own).
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.hgetall(task_key(task_id))
+        pipe.pexpire(in_progress_key_prefix + ctx["job_id"], int(config.lease_ttl * 1000))
+        raw, _ = await pipe.execute()
+    task = Task.from_fields(raw) if raw else None
     if task is None:
         return "gone"
     if task.status.is_final:
@@ -180,8 +144,16 @@ async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_tr
     error = task.error
     if task.status is TaskStatus.PROCESSING and task.attempts < job_try:
         error = f"try {task.attempts} interrupted: its worker stopped"
-    if job_try > task.max_attempts:
-        await tasks.fail(task, f"gave up after {task.max_attempts} tries; last error: {error or 'unknown'}")
+    # Our budget decides, not ARQ's start counter: failed tries against max_attempts,
+    # and starts cut short by a dying worker against MAX_INTERRUPTIONS.
+    interruptions = job_try - 1 - task.failures
+    if task.failures >= task.max_attempts or interruptions > MAX_INTERRUPTIONS:
+        reason = (
+            f"{task.failures} tries failed"
+            if task.failures >= task.max_attempts
+            else (f"its worker died {interruptions} times")
+        )
+        await tasks.fail(task, f"gave up: {reason}; last error: {error or 'unknown'}")
         return "failed"
     started = await tasks.start_try(task, job_try, error)
     if started is None:
@@ -191,22 +163,23 @@ async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_tr
     except KeyError:
         await tasks.fail(started, f"operation '{started.operation}' is not available", job_try)
         return "failed"
-    source = config.source_path(task_id)
-    if not source.is_file():
+    source = source_of(config, started)
+    if source is None or not source.is_file():
         await tasks.fail(started, "the uploaded file is missing", job_try)
         return "failed"
-    return await _run_try(ctx, state, started, job_try)
+    return await _run_try(ctx, state, started, job_try, source)
 
 
-async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int) -> str:
+async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int, source: Path) -> str:
     config, tasks = state.config, state.tasks
     target = config.result_path(task.id)
     temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
+    runner = state.pool.run if state.pool is not None else run_operation
     run = asyncio.create_task(
-        run_operation(
+        runner(
             task.operation,
-            config.source_path(task.id),
+            source,
             temporary,
             time_limit=config.job_timeout,
             attempt=job_try,
@@ -214,7 +187,8 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
         )
     )
     try:
-        async with Lease(ctx["redis"], ctx["job_id"], task.id, config.lease_ttl, run.cancel):
+        lease = Lease(ctx["redis"], ctx["job_id"], task.id, config.lease_ttl, run.cancel, armed=True)
+        async with lease:
             try:
                 await run
                 await asyncio.to_thread(os.replace, temporary, target)
@@ -248,13 +222,14 @@ async def _failed_try(
     config: ProcessingConfig, tasks: TaskStore, task: Task, job_try: int, error: str
 ) -> str:
     """Retry later with backoff, or fail the task after its last try."""
-    message = f"try {job_try} of {task.max_attempts}: {error}"
-    if job_try >= task.max_attempts:
+    failures = task.failures + 1
+    message = f"try {failures} of {task.max_attempts}: {error}"
+    if failures >= task.max_attempts:
         await tasks.fail(task, message, job_try)
         return "failed"
-    if await tasks.retry_later(task, job_try, message) is None:
+    if await tasks.retry_later(task, job_try, message, failures) is None:
         return "superseded"  # cancelled, or another try took over
-    raise Retry(defer=config.retry_delay(job_try))
+    raise Retry(defer=config.retry_delay(failures))
 
 
 async def _cancelled_from_outside(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int) -> None:

@@ -37,6 +37,8 @@ class Lease:
         task_id: str,
         ttl: float,
         on_cancelled: Callable[[], object],
+        *,
+        armed: bool = False,
     ) -> None:
         self.redis = redis
         self.key = in_progress_key_prefix + job_id
@@ -45,6 +47,8 @@ class Lease:
         self.interval = ttl / 3
         self.on_cancelled = on_cancelled
         self._beats: asyncio.Task[None] | None = None
+        self.armed = armed
+        """True when the caller already set the key's TTL (saves the first beat's round trip)."""
 
     async def beat(self) -> None:
         """Re-arm the key; report a cancelled task. Never raises on a Redis hiccup: the
@@ -66,7 +70,8 @@ class Lease:
             await self.beat()
 
     async def __aenter__(self) -> Lease:
-        await self.beat()
+        if not self.armed:
+            await self.beat()
         self._beats = asyncio.create_task(self._run())
         return self
 

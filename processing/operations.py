@@ -86,6 +86,14 @@ _OPERATIONS = (
         fault=True,
     ),
     Operation(
+        "fault-fork",
+        "Test only: forks a grandchild that never exits, then copies the file slowly.",
+        faults.fork_then_copy,
+        "application/octet-stream",
+        ".bin",
+        fault=True,
+    ),
+    Operation(
         "fault-slow",
         "Test only: copies the file unchanged, slowly (about 2 s), reporting progress.",
         faults.slow_copy,

@@ -10,9 +10,6 @@ killed with SIGKILL at once, grandchildren included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import functools
 import os
 import signal
 import sys
@@ -20,19 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from processing.faults import ATTEMPT_ENV
-
-PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int]:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl  # glibc
-    except OSError:
-        return ctypes.CDLL(None, use_errno=True).prctl  # e.g. musl: libc is already loaded
-
-
-# Resolved in the parent: the preexec hook must do as little as possible after fork().
-_prctl = _load_prctl()
+from processing.procctl import kill_group, parent_death_hook
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 ProgressCallback = Callable[[int], Awaitable[None]]
@@ -44,21 +29,6 @@ class TryFailed(Exception):
 
 class TryTimedOut(TryFailed):
     """The try ran past the job timeout and its process group was killed."""
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """preexec_fn (runs in the child between fork and exec, after setsid)."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _kill_group(pid: int) -> None:
-    # The child leads its own group (start_new_session), so its pid is the group id.
-    # Called even after the child exited, to reach any grandchild it left behind; pids
-    # are allocated sequentially, so its reuse within this window is practically impossible.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def child_command(operation: str, source: Path, target: Path) -> list[str]:
@@ -90,10 +60,10 @@ def child_environment(attempt: int) -> dict[str, str]:
 def _kill_when_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> None:
     """Done-callback for a spawn whose caller was cancelled: kill what it started."""
     if not spawn.cancelled() and spawn.exception() is None:
-        _kill_group(spawn.result().pid)
+        kill_group(spawn.result().pid)
 
 
-def _describe_exit(returncode: int, message: str | None) -> str:
+def describe_exit(returncode: int, message: str | None) -> str:
     if message:
         return message
     if returncode < 0:
@@ -129,7 +99,7 @@ async def run_operation(
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # tracebacks go to the worker's log
             start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            preexec_fn=parent_death_hook(),
             env=child_environment(attempt),
         )
     )
@@ -156,8 +126,8 @@ async def run_operation(
     except TimeoutError:
         raise TryTimedOut(f"timed out after {time_limit:g} s") from None
     finally:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         if proc.returncode is None:
             await proc.wait()
     if returncode != 0:
-        raise TryFailed(_describe_exit(returncode, error))
+        raise TryFailed(describe_exit(returncode, error))

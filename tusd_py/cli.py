@@ -91,9 +91,9 @@ def run_api(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> None:
     from processing.worker import run_worker as run_processing_worker
-    from tusd_py.processing_config import processing_config
+    from tusd_py.processing_config import processing_config, upload_remover
 
-    run_processing_worker(processing_config(settings))
+    run_processing_worker(processing_config(settings), upload_remover(settings))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -196,6 +196,12 @@ class Settings:
         "Never in production.",
     )
     log_level: str = _env(_choice("debug", "info", "warning", "error"), "info", "Log level of every process.")
+    max_tasks_per_child: int = _env(
+        _int(1), 1000, "Tries one warm child process runs before it is replaced by a fresh one."
+    )
+    max_memory_per_child: int = _env(
+        _int(1), 256, "MiB of resident memory above which a warm child is replaced after its try."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

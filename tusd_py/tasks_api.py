@@ -26,8 +26,8 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from processing.jobs import cancel_task
 from processing.operations import REGISTRY, available_operations, result_filename
+from processing.submit import cancel_task
 from processing.tasks import Task, TaskStatus, TaskStore
 from tusd_py.errors import ApiError
 

@@ -14,7 +14,9 @@ becomes (a queued task) and what a deleted one undoes (its task is cancelled).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -28,10 +30,11 @@ from auth.secret import load_or_create_secret
 from auth.tokens import TokenService
 from auth.users import UserStore
 from processing.config import ProcessingConfig
-from processing.events import EventLog
-from processing.jobs import cancel_task, submit_task
+from processing.events import EventLog, event_log_for
 from processing.operations import validate_operation
-from processing.tasks import TaskStore, filename_from_metadata
+from processing.records import filename_from_metadata
+from processing.submit import cancel_task, submit_task
+from processing.tasks import TaskStore
 from tusd_py.events_api import StreamSlots
 from tusd_py.processing_config import processing_config
 from tusd_py.settings import Settings
@@ -100,10 +103,10 @@ def build_services(settings: Settings) -> Services:
         argon2_profile=settings.argon2_profile,
         login_rate_limit=settings.login_rate_limit,
     )
-    # The same values the worker publishes with (processing.worker.event_log_for).
-    events = EventLog(redis, max_events=config.event_log_size, ttl_seconds=config.result_retention)
+    events = event_log_for(config, redis)  # the same log the worker publishes to
     tasks = TaskStore(redis, events)
     arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
+    upload_store = FileStore(settings.uploads_dir)
     return Services(
         redis=redis,
         users=UserStore(redis),
@@ -120,17 +123,27 @@ def build_services(settings: Settings) -> Services:
         events=events,
         arq=arq,
         slots=StreamSlots(redis, settings.max_event_streams),
-        upload_store=FileStore(settings.uploads_dir),
+        upload_store=upload_store,
         locker=RedisLocker(redis),
         quota=RedisQuota(
             redis, max_uploads=settings.max_pending_uploads, max_bytes=settings.max_pending_bytes
         ),
-        hooks=upload_hooks(config, tasks, events, arq),
+        hooks=upload_hooks(config, tasks, events, arq, data_path=upload_store.data_path),
     )
 
 
-def upload_hooks(config: ProcessingConfig, tasks: TaskStore, events: EventLog, arq: ArqRedis) -> Hooks:
+def upload_hooks(
+    config: ProcessingConfig,
+    tasks: TaskStore,
+    events: EventLog,
+    arq: ArqRedis,
+    *,
+    data_path: Callable[[str], Path],
+) -> Hooks:
     """The tus handler's hooks: uploads belong to the authenticated user, and become tasks.
+
+    ``data_path`` is the upload store's own answer to where an upload's bytes are: the
+    task carries it, so processing never re-derives the store's layout.
 
     ``pre_create`` answers 400 (with the reason) for metadata that cannot become a task;
     it is not applied to partial uploads: they never become tasks themselves
@@ -171,6 +184,7 @@ def upload_hooks(config: ProcessingConfig, tasks: TaskStore, events: EventLog, a
             size=upload.length or 0,
             operation=validate_operation(upload.metadata, config.enable_fault_operations),
             max_attempts=config.max_tries,
+            source=data_path(upload.id),
         )
 
     async def post_terminate(upload: UploadInfo) -> None:

@@ -12,32 +12,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from processing.config import ProcessingConfig
-from processing.events import Event, EventLog
-from processing.jobs import submit_task
+from processing.events import Event, EventLog, event_log_for
+from processing.submit import submit_task
 from processing.tasks import Task, TaskStore
-from processing.worker import event_log_for
 from tests.support import ChildProcess, async_wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def processes_of(task_id: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line mentions ``task_id``: the child of a
-    try (and any grandchild it forked) has the upload's path in its argv."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if any(task_id in part for part in proc.cmdline()):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 class Bench:

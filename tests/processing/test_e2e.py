@@ -18,21 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from tusclient import client as tus
 
-from tests.processing.harness import processes_of
+from tests.processing.forking import processes_of_task
 from tests.support import Service, User
 
 TEXT = "Grüße aus Köln — straße, café, ÆØÅ, ﬁ ligature.\nsecond line\n".encode()
 FINAL = {"completed", "failed", "cancelled"}
-
-
-@pytest.fixture(autouse=True)
-def _requires_task_api(live: Service) -> None:
-    """Skip (with the reason) while the app does not mount the task routes yet."""
-    if httpx.get(live.base_url + "/operations").status_code == 404:
-        pytest.skip("tusd_py.app does not mount tasks_api/events_api routes yet")
 
 
 def upload(
@@ -93,7 +85,7 @@ def sse_events(response: httpx.Response) -> Iterator[SseEvent]:
 def no_child_left(task_id: str, within: float = 15.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not processes_of(task_id):
+        if not processes_of_task(task_id):
             return True
         time.sleep(0.05)
     return False
@@ -378,7 +370,7 @@ def test_worker_killed_with_sigkill_mid_job_recovers(
     task_id = upload(service, owner, payload, "fault-slow")
     with service.client(owner) as api:
         wait_task(api, task_id, lambda t: t["status"] == "processing" and t["progress"] > 0)
-        assert processes_of(task_id), "the try's child should be running"
+        assert processes_of_task(task_id), "the try's child should be running"
         service.workers[0].kill()  # SIGKILL
         killed = time.monotonic()
         assert no_child_left(task_id), "PR_SET_PDEATHSIG must take the child along"
@@ -391,7 +383,7 @@ def test_worker_killed_with_sigkill_mid_job_recovers(
         assert task["error"] is None
         result = api.get(f"/tasks/{task_id}/result")
         assert result.content == payload
-    assert not processes_of(task_id)
+    assert not processes_of_task(task_id)
 
 
 def test_deleting_the_upload_cancels_its_task(live: Service, user: User) -> None:

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.constants import abort_jobs_ss, job_key_prefix, result_key_prefix
 
 from processing.housekeeping import LOST_AFTER_MS, housekeeping, sweep
 from processing.jobs import WorkerState
 from processing.tasks import TaskStatus, now_ms
 from tests.processing.harness import Bench, open_bench
+from tusd_py.tus.filestore import FileStore
 
 DAY_MS = 86_400_000
 
@@ -49,11 +50,12 @@ async def test_retention_removes_records_results_and_uploads(bench: Bench):
     kept = [config.source_path(running.id), touch(config.uploads_dir / f"{running.id}.info")]
 
     # Within retention nothing goes.
-    report = await sweep(bench.tasks, bench.arq, config)
+    uploads = FileStore(config.uploads_dir)  # what the app's wiring hands the worker
+    report = await sweep(bench.tasks, bench.arq, config, uploads=uploads)
     assert report.deleted == 0 and all(p.exists() for p in files)
 
     later = now_ms() + config.result_retention * 1000 + 1000
-    report = await sweep(bench.tasks, bench.arq, config, now=later)
+    report = await sweep(bench.tasks, bench.arq, config, now=later, uploads=uploads)
     assert report.deleted == 1
     assert await bench.tasks.get(old.id) is None
     assert not config.source_path(old.id).exists()
@@ -63,7 +65,7 @@ async def test_retention_removes_records_results_and_uploads(bench: Bench):
     page = await bench.tasks.list_for(bench.owner)
     assert [t.id for t in page.tasks] == [running.id]
 
-    again = await sweep(bench.tasks, bench.arq, config, now=later)  # idempotent
+    again = await sweep(bench.tasks, bench.arq, config, now=later, uploads=uploads)  # idempotent
     assert again.deleted == 0
 
 
@@ -75,6 +77,8 @@ async def test_lost_jobs_are_requeued_or_failed(bench: Bench):
     for task in (queued, processing):  # as if ARQ had expired or dropped the job
         await bench.arq.delete(job_key_prefix + task.id)
         await bench.arq.zrem(bench.config.queue_name, task.id)
+    # An earlier job of the same id left its result: ARQ's dedup would refuse the id.
+    await bench.arq.set(result_key_prefix + queued.id, b"old result", ex=600)
 
     report = await sweep(bench.tasks, bench.arq, bench.config, now=now_ms() + LOST_AFTER_MS + 1000)
     assert (report.requeued, report.failed_lost) == (1, 1)

@@ -48,6 +48,46 @@ def test_uppercase_invalid_utf8_passes_through():
     assert out == b"AB\xff\xfe CD \xc3 E\xe2\x82"
 
 
+def _reference_upper(data: bytes) -> bytes:
+    """The definition uppercase must match byte for byte, computed in one piece."""
+    return data.decode("utf-8", "surrogateescape").upper().encode("utf-8", "surrogateescape")
+
+
+def test_uppercase_ascii_fast_path_is_byte_exact():
+    data = bytes(range(128)) * 50  # every ASCII byte, control characters included
+    out, progress = run(transforms.uppercase, data, chunk_size=1000)
+    assert out == data.upper() == _reference_upper(data)
+    assert progress == [*range(1000, len(data), 1000), len(data)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # a 2-, 3- and 4-byte character split across the ASCII chunk that follows it
+        b"abcd" + "ß".encode() + b"efghij" * 3,
+        b"abc" + "€".encode() + b"defghijkl" * 3,
+        b"ab" + "😀".encode() + b"cdefghijk" * 3,
+        # invalid bytes: a stray continuation, a truncated sequence, then pure ASCII
+        b"abc\x80defg" + b"hijklmno" * 3,
+        b"abcd\xe2\x82" + b"xyzuvw" * 4,
+        # ends in the middle of a character
+        b"ascii ascii " + "ß".encode()[:1],
+        # ß at a chunk's very end, then ASCII: grows to SS, nothing else changes
+        b"xyz" + "ßß".encode() + b"tail text",
+    ],
+)
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 5, 8])
+def test_uppercase_mixed_chunks_are_byte_exact(data, chunk_size):
+    out, _ = run(transforms.uppercase, data, chunk_size=chunk_size)
+    assert out == _reference_upper(data)
+
+
+def test_uppercase_sharp_s_and_invalid_bytes_exact():
+    data = "straße".encode() + b"\xff" + b" ok"
+    out, _ = run(transforms.uppercase, data, chunk_size=4)
+    assert out == b"STRASSE\xff OK"
+
+
 def test_wordcount_known_input():
     data = b"The cat, the CAT; the dog.\nA bird\n\nend"
     out, _ = run(transforms.wordcount, data, chunk_size=4)

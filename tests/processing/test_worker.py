@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from processing.jobs import cancel_task, submit_task
+from processing.submit import cancel_task, submit_task
 from processing.tasks import EventName, TaskStatus
-from tests.processing.harness import Bench, open_bench, processes_of
+from tests.processing.forking import pool_processes, processes_of_task
+from tests.processing.harness import Bench, open_bench
 
 TEXT = "Grüße aus Köln: straße, café, ÆØÅ — done.\n".encode() * 2000
 
@@ -36,7 +37,7 @@ def done(task) -> bool:
 
 async def no_process_left(task_id: str) -> bool:
     for _ in range(200):
-        if not await asyncio.to_thread(processes_of, task_id):
+        if not await asyncio.to_thread(processes_of_task, task_id):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -94,7 +95,7 @@ async def test_worker_killed_with_sigkill_mid_job_recovers(bench: Bench):
     task = await bench.submit(payload, operation="fault-slow")
     victim = bench.start_worker()
     await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
-    children = await asyncio.to_thread(processes_of, task.id)
+    children = await asyncio.to_thread(processes_of_task, task.id)
     assert children, "the try's child should be running"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -108,6 +109,62 @@ async def test_worker_killed_with_sigkill_mid_job_recovers(bench: Bench):
     assert bench.config.result_path(task.id).read_bytes() == payload
     leftovers = list(bench.config.results_dir.glob(f"{task.id}.*"))
     assert all(p.suffix == ".tmp" for p in leftovers)  # only the dead try's temporary
+
+
+async def test_a_forking_operation_leaves_nothing_after_the_workers_kill_9(bench: Bench):
+    payload = os.urandom(100_000)
+    task = await bench.submit(payload, operation="fault-fork")
+    victim = bench.start_worker()
+    await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    tree = await asyncio.to_thread(pool_processes, victim.pid)
+    assert len(tree) == 3, "two warm children and the grandchild one of them forked"
+    assert len(await asyncio.to_thread(processes_of_task, task.id)) == 2  # the try and its fork
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    for _ in range(200):
+        if not await asyncio.to_thread(pool_processes, victim.pid):
+            break
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(pool_processes, victim.pid) == []
+    assert await no_process_left(task.id)
+    bench.start_worker()  # the next try forks again; the pool retires that child after it
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.COMPLETED and final.attempts == 2
+    assert bench.config.result_path(task.id).read_bytes() == payload
+    assert await no_process_left(task.id)
+
+
+async def test_a_freed_slot_takes_the_next_job_without_waiting_for_a_poll(bench: Bench):
+    tasks = [await bench.submit(b"small %d" % i) for i in range(3)]
+    # One slot and a 60 s poll: the first job starts on the first poll; the others can
+    # only start within the test's 20 s if a freed slot looks at the queue at once.
+    bench.start_worker(max_jobs=1, poll_delay=60.0)
+    for i, task in enumerate(tasks):
+        final = await bench.wait_for(task.id, done, within=20)
+        assert final.status is TaskStatus.COMPLETED
+        assert bench.config.result_path(task.id).read_bytes() == b"SMALL %d" % i
+
+
+async def test_a_task_survives_six_worker_restarts_and_still_completes(bench: Bench):
+    """ARQ counts every start; our budget (2 failed tries here) is what decides, and a
+    start cut short by a dying worker is not a failed try."""
+    payload = os.urandom(100_000)
+    task = await bench.submit(payload, operation="fault-slow", max_attempts=2)
+    for start in range(1, 7):
+        worker = bench.start_worker()
+        await bench.wait_for(
+            task.id,
+            lambda t, start=start: (
+                t.status is TaskStatus.PROCESSING and t.attempts == start and t.progress_bytes > 0
+            ),
+        )
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    bench.start_worker()
+    final = await bench.wait_for(task.id, done)
+    assert final.status is TaskStatus.COMPLETED
+    assert (final.attempts, final.failures, final.error) == (7, 0, None)
+    assert bench.config.result_path(task.id).read_bytes() == payload
 
 
 async def test_sigterm_requeues_without_burning_a_try(bench: Bench):
@@ -171,9 +228,11 @@ async def test_at_most_max_jobs_run_at_once(bench: Bench):
 @pytest.mark.parametrize("bench", [{"shutdown_grace": 20.0}], indirect=True)
 async def test_sigterm_lets_a_running_try_finish_within_the_grace(bench: Bench):
     task = await bench.submit(b"xyz" * 1000, operation="fault-slow")
-    queued = await bench.submit(b"later", operation="uppercase")
     worker = bench.start_worker(max_jobs=1)
     await bench.wait_for(task.id, lambda t: t.status is TaskStatus.PROCESSING and t.progress_bytes > 0)
+    # Queued only now: two jobs enqueued in the same millisecond start in id order, so
+    # queuing both first let this one start first now and then.
+    queued = await bench.submit(b"later", operation="uppercase")
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     finished = await bench.tasks.get(task.id)
