@@ -187,9 +187,10 @@ async def test_sigterm_requeues_without_burning_a_try(bench: Bench):
 @pytest.mark.parametrize("bench", [{"max_jobs": 1}], indirect=True)
 async def test_cancel_running_and_queued(bench: Bench):
     running = await bench.submit(b"r" * 1000, operation="fault-slow")
-    queued = await bench.submit(b"q" * 1000, operation="fault-slow")
     bench.start_worker()
     await bench.wait_for(running.id, lambda t: t.status is TaskStatus.PROCESSING)
+    # Queued only now: two jobs enqueued in the same millisecond start in id order.
+    queued = await bench.submit(b"q" * 1000, operation="fault-slow")
     assert (await bench.tasks.get(queued.id)).status is TaskStatus.QUEUED
 
     cancelled = await cancel_task(bench.tasks, bench.arq, await bench.tasks.get(queued.id))
