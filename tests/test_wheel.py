@@ -41,7 +41,7 @@ def copy_tree(destination: Path) -> None:
     """The working tree's tracked and new files (symlinks kept), plus the console's vendor assets."""
     listed = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True).stdout
     names = [name for name in listed.split("\0") if name]
-    vendor = REPO / "tusd_py" / "console" / "vendor"
+    vendor = REPO / "tusd_py" / "console_ui" / "vendor"
     names += [str(p.relative_to(REPO)) for p in vendor.glob("*")] if vendor.is_dir() else []
     for name in names:
         source = REPO / name

@@ -27,6 +27,7 @@ from auth.secret import load_or_create_secret
 from auth.tokens import TokenService
 from auth.users import UserStore
 from tusd_py import events_api, tasks_api
+from tusd_py.console import console_routes
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
 from tusd_py.errors import http_exception_handler, unhandled_exception_handler
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *health_routes(),
         *docs_routes(),
+        *console_routes(),
         *metrics.routes(),
         *auth_endpoints.routes,
         *tus.routes,

@@ -1,0 +1,75 @@
+"""The web console at / in a real headless Chromium: upload, live tasks, download, resume, isolation."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.browser.conftest import run_scenario
+from tests.support import Service
+
+pytestmark = pytest.mark.usefixtures("browser_ready")
+
+
+def text_file(path: Path, size: int) -> Path:
+    line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
+    path.write_bytes((line * (size // len(line) + 1))[:size])
+    return path
+
+
+def test_console_page_headers(live: Service) -> None:
+    page = httpx.get(f"{live.base_url}/")
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert '<script type="module" src="/console/app.js">' in page.text and "//cdn" not in page.text
+    vendor = httpx.get(f"{live.base_url}/console/vendor/uppy.min.mjs")
+    assert vendor.status_code == 200 and vendor.headers["x-content-type-options"] == "nosniff"
+    assert vendor.headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{live.base_url}/console/vendor/missing.js").status_code == 404
+
+
+def test_upload_watch_and_download_then_another_user_sees_nothing(live: Service, tmp_path: Path) -> None:
+    source = text_file(tmp_path / "twenty.txt", 20 * 1024 * 1024)
+    result = run_scenario("console.cjs", "upload", live.base_url, str(source))
+    assert result["errors"] == []
+    assert result["operation"] == "uppercase"
+    (row,) = result["rows"]
+    assert row["status"] == "completed" and row["filename"] == "twenty.txt" and row["attempts"] == "1/4"
+    expected = source.read_bytes().upper()
+    assert result["download"] == {"size": len(expected), "sha256": hashlib.sha256(expected).hexdigest()}
+    assert result["otherRows"] == [] and row["id"] not in result["otherHtml"]
+    assert result["storedAfterLogout"] is None
+    # logout revoked the access token the page held
+    assert (
+        httpx.get(
+            f"{live.base_url}/auth/me", headers={"Authorization": f"Bearer {result['token']}"}
+        ).status_code
+        == 401
+    )
+
+
+def test_reload_mid_upload_resumes_where_the_server_is(live: Service, tmp_path: Path) -> None:
+    size = 30 * 1024 * 1024
+    source = text_file(tmp_path / "thirty.txt", size)
+    result = run_scenario("console.cjs", "resume", live.base_url, str(source))
+    assert result["errors"] == []
+    created = [r for r in result["before"] if r["method"] == "POST"]
+    assert len(created) == 1 and created[0]["status"] == 201
+    upload_url = created[0]["url"]
+    after = result["after"]
+    assert [r for r in after if r["method"] == "POST"] == []  # no new upload after the reload
+    head = next(r for r in after if r["method"] == "HEAD")
+    assert head["url"] == upload_url and head["status"] == 200
+    resumed_at = int(head["responseOffset"])
+    assert 0 < resumed_at < size
+    patches = [r for r in after if r["method"] == "PATCH"]
+    assert patches and all(p["url"] == upload_url and p["status"] == 204 for p in patches)
+    assert int(patches[0]["requestOffset"]) == resumed_at
+    # only the rest was sent: the PATCHes after the reload added exactly size - resumed_at bytes
+    assert sum(int(p["responseOffset"]) - int(p["requestOffset"]) for p in patches) == size - resumed_at
+    (row,) = result["rows"]
+    assert row["status"] == "completed" and row["filename"] == "thirty.txt"
