@@ -111,7 +111,7 @@ async function resume(browser) {
   await addAndUpload(page, file);
   // Reload once a third of the file is on its way (Uppy's progress bar), mid-PATCH.
   await page.waitForFunction(
-    () => Number(document.querySelector(".uppy-StatusBar")?.getAttribute("aria-valuenow") ?? 0) >= 33,
+    () => Number(document.querySelector(".uppy-StatusBar-progress")?.getAttribute("aria-valuenow") ?? 0) >= 33,
     { timeout: TIMEOUT, polling: 100 },
   );
   const beforeReload = requests.length;
