@@ -112,6 +112,12 @@ def test_the_wheel_carries_the_contract_as_a_file(installed: tuple[Path, str]) -
     wheel, _ = installed
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("tusd_py/openapi.yaml") == (REPO / "openapi.yaml").read_bytes()
+        names = set(archive.namelist())
+    assert {"tusd_py/console_ui/index.html", "tusd_py/console_ui/app.js"} <= names
+    assert not any("node_modules" in name or name.endswith("package.json") for name in names)
+    vendor = REPO / "tusd_py" / "console_ui" / "vendor" / "uppy.min.mjs"
+    if vendor.is_file():  # `make console` ran: a wheel built now ships the console's Uppy
+        assert "tusd_py/console_ui/vendor/uppy.min.mjs" in names
 
 
 def test_installed_wheel_serves_the_repos_contract(installed: tuple[Path, str]) -> None:
