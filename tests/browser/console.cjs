@@ -123,4 +123,23 @@ async function resume(browser) {
   return { before: requests.slice(0, beforeReload), after: requests.slice(beforeReload), rows: await rows(page), errors };
 }
 
-run(mode === "upload" ? upload : resume);
+// The access token is refreshed before it expires, with no user action.
+async function refresh(browser) {
+  const page = await browser.newPage();
+  const errors = [];
+  watch(page, errors);
+  await register(page, name());
+  const stored = () => page.evaluate(() => JSON.parse(sessionStorage.getItem("tusd-py.session")));
+  const first = await stored();
+  await page.waitForFunction(
+    (token) => JSON.parse(sessionStorage.getItem("tusd-py.session")).access_token !== token,
+    { timeout: TIMEOUT, polling: 250 },
+    first.access_token,
+  );
+  const second = await stored();
+  const refreshedBeforeExpiry = Date.now() < first.expires_at;
+  const me = await page.evaluate(async (token) => (await fetch("/auth/me", { headers: { Authorization: `Bearer ${token}` } })).status, second.access_token);
+  return { first, second, refreshedBeforeExpiry, me, errors };
+}
+
+run({ upload, resume, refresh }[mode]);

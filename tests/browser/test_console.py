@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -73,3 +74,14 @@ def test_reload_mid_upload_resumes_where_the_server_is(live: Service, tmp_path: 
     assert sum(int(p["responseOffset"]) - int(p["requestOffset"]) for p in patches) == size - resumed_at
     (row,) = result["rows"]
     assert row["status"] == "completed" and row["filename"] == "thirty.txt"
+
+
+def test_the_console_refreshes_its_token_before_it_expires(service_factory: Callable[..., Service]) -> None:
+    service = service_factory(access_token_ttl="30")  # the shortest lifetime the settings allow
+    result = run_scenario("console.cjs", "refresh", service.base_url)
+    assert result["errors"] == []
+    first, second = result["first"], result["second"]
+    assert second["access_token"] != first["access_token"]
+    assert second["refresh_token"] != first["refresh_token"]
+    assert result["refreshedBeforeExpiry"] is True
+    assert result["me"] == 200
