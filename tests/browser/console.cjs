@@ -142,4 +142,36 @@ async function refresh(browser) {
   return { first, second, refreshedBeforeExpiry, me, errors };
 }
 
-run({ upload, resume, refresh }[mode]);
+// The stream drops (the test restarts the API when this prints "drop" and answers on
+// stdin): a new ticket and a reconnect that resumes after the last event seen.
+function nextLine() {
+  return new Promise((resolve) => process.stdin.once("data", (chunk) => resolve(String(chunk).trim())));
+}
+
+async function reconnect(browser) {
+  const page = await browser.newPage();
+  const errors = [];
+  watch(page, errors);
+  const streams = [];
+  page.on("request", (request) => {
+    if (new URL(request.url()).pathname === "/events") streams.push(request.url());
+  });
+  await register(page, name());
+  await addAndUpload(page, file);
+  await page.waitForSelector('#tasks tr[data-status="completed"]', { timeout: TIMEOUT });
+  process.stdout.write("drop\n");
+  await nextLine(); // the API was killed and started again
+  const before = streams.length;
+  await page.waitForFunction(() => document.querySelector("#stream-state").textContent === "live", { timeout: TIMEOUT });
+  if (streams.length === before) throw new Error("the console did not open a new stream after the API restart");
+  const opened = streams.length;
+  // A second upload after the reconnect reaches the list through the new stream.
+  await page.click(".uppy-DashboardContent-addMore");
+  const input = await page.waitForSelector(".uppy-Dashboard-input", { timeout: TIMEOUT });
+  await input.uploadFile(process.argv[5]);
+  await (await page.waitForSelector(".uppy-StatusBar-actionBtn--upload", { timeout: TIMEOUT })).click();
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tr[data-status="completed"]').length === 2, { timeout: TIMEOUT });
+  return { streams: streams.slice(0, opened), rows: await rows(page), errors };
+}
+
+run({ upload, resume, refresh, reconnect }[mode]);

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from tests.browser.conftest import run_scenario
+from tests.browser.conftest import CHROMIUM, HERE, run_scenario
 from tests.support import Service
 
 pytestmark = pytest.mark.usefixtures("browser_ready")
+# What a killed API looks like to the page: the open stream breaks, and the next tries are refused.
+EXPECTED_DROP_ERRORS = ("ERR_INCOMPLETE_CHUNKED_ENCODING", "ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE")
 
 
 def text_file(path: Path, size: int) -> Path:
@@ -85,3 +91,41 @@ def test_the_console_refreshes_its_token_before_it_expires(service_factory: Call
     assert second["refresh_token"] != first["refresh_token"]
     assert result["refreshedBeforeExpiry"] is True
     assert result["me"] == 200
+
+
+def test_a_dropped_stream_reconnects_with_a_new_ticket_and_the_last_event_id(
+    service_factory: Callable[..., Service], tmp_path: Path
+) -> None:
+    service = service_factory(workers=1)
+    first, second = text_file(tmp_path / "first.txt", 10_000), text_file(tmp_path / "second.txt", 20_000)
+    node = subprocess.Popen(
+        ["node", str(HERE / "console.cjs"), "reconnect", service.base_url, str(first), str(second)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CHROMIUM": CHROMIUM},
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None and node.stdin is not None
+        assert node.stdout.readline().strip() == "drop"
+        service.api.kill()  # the stream drops as it would when a node behind a balancer dies
+        service.api.stop()
+        service.restart_api()
+        node.stdin.write("go\n")
+        node.stdin.flush()
+        out, err = node.communicate(timeout=150)
+    finally:
+        if node.poll() is None:
+            node.kill()
+    assert node.returncode == 0, err[-4000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    # the API was down for a moment: only the failures that caused are expected
+    unexpected = [
+        e for e in result["errors"] if not any(f"net::{cause}" in e for cause in EXPECTED_DROP_ERRORS)
+    ]
+    assert unexpected == [], unexpected
+    opened = [parse_qs(urlsplit(url).query) for url in result["streams"]]
+    assert len(opened) >= 2
+    tickets = [query["ticket"][0] for query in opened]
+    assert len(set(tickets)) == len(tickets)  # a fresh ticket for every connection
+    assert "last_event_id" not in opened[0]
+    assert opened[-1]["last_event_id"][0]  # resumed after what it had seen
+    assert sorted(row["filename"] for row in result["rows"]) == ["first.txt", "second.txt"]
+    assert {row["status"] for row in result["rows"]} == {"completed"}
