@@ -121,7 +121,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         if self.settings.redis_url is None:
-            self.redis = RedisProcess(self.settings.data_dir / "redis")
+            self.redis = RedisProcess(self.settings.data_dir / "redis", binary=self.settings.redis_server)
             self.env["TUSD_PY_REDIS_URL"] = self.redis.start()
             logger.info("embedded redis-server on %s", self.redis.url)
         try:
