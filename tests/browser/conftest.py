@@ -48,3 +48,15 @@ def run_scenario(script: str, *args: str, timeout: float = 150) -> dict:
     )  # fmt: skip
     assert result.returncode == 0, f"{script} exited {result.returncode}:\n{result.stderr[-4000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def console_ready(browser_ready: None) -> None:
+    """The console's Uppy build, copied from npm by ``make console`` (``make test`` runs it)."""
+    from tusd_py.console import assets_installed
+
+    if not assets_installed():
+        message = "console tests need its Uppy assets (make console, which needs npm)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: missing npm assets are a failure)", pytrace=False)
+        pytest.skip(message)

@@ -16,7 +16,7 @@ import pytest
 from tests.browser.conftest import CHROMIUM, HERE, run_scenario
 from tests.support import Service
 
-pytestmark = pytest.mark.usefixtures("browser_ready")
+pytestmark = pytest.mark.usefixtures("console_ready")
 # What a killed API looks like to the page: the open stream breaks, and the next tries are refused.
 EXPECTED_DROP_ERRORS = ("ERR_INCOMPLETE_CHUNKED_ENCODING", "ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE")
 
