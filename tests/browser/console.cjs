@@ -174,4 +174,31 @@ async function reconnect(browser) {
   return { streams: streams.slice(0, opened), rows: await rows(page), errors };
 }
 
-run({ upload, resume, refresh, reconnect }[mode]);
+// Cancel a task that hangs; watch a task that crashes once retry (attempts, error) and complete.
+async function cancelAndRetry(browser) {
+  const page = await browser.newPage();
+  const errors = [];
+  watch(page, errors);
+  await register(page, name());
+  await page.evaluate(() => {
+    window.__seen = [];
+    new MutationObserver(() => {
+      for (const tr of document.querySelectorAll("#tasks tbody tr")) {
+        window.__seen.push([tr.querySelector(".filename").textContent, tr.dataset.status, tr.querySelector(".attempts").textContent, tr.querySelector(".error").textContent]);
+      }
+    }).observe(document.querySelector("#tasks tbody"), { childList: true, subtree: true });
+  });
+  await page.select("#operation", "fault-hang");
+  await addAndUpload(page, file);
+  await page.waitForSelector('#tasks tr[data-status="processing"] button.cancel', { timeout: TIMEOUT });
+  await page.click('#tasks tr[data-status="processing"] button.cancel');
+  await page.waitForSelector('#tasks tr[data-status="cancelled"]', { timeout: TIMEOUT });
+  await page.select("#operation", "fault-crash-once");
+  await page.click(".uppy-DashboardContent-addMore");
+  await (await page.waitForSelector(".uppy-Dashboard-input", { timeout: TIMEOUT })).uploadFile(process.argv[5]);
+  await (await page.waitForSelector(".uppy-StatusBar-actionBtn--upload", { timeout: TIMEOUT })).click();
+  await page.waitForSelector('#tasks tr[data-status="completed"]', { timeout: TIMEOUT });
+  return { rows: await rows(page), seen: await page.evaluate(() => window.__seen), errors };
+}
+
+run({ upload, resume, refresh, reconnect, "cancel-and-retry": cancelAndRetry }[mode]);

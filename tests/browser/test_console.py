@@ -129,3 +129,13 @@ def test_a_dropped_stream_reconnects_with_a_new_ticket_and_the_last_event_id(
     assert opened[-1]["last_event_id"][0]  # resumed after what it had seen
     assert sorted(row["filename"] for row in result["rows"]) == ["first.txt", "second.txt"]
     assert {row["status"] for row in result["rows"]} == {"completed"}
+
+
+def test_cancel_a_running_task_and_watch_a_retry(live: Service, tmp_path: Path) -> None:
+    hangs, crashes = text_file(tmp_path / "hangs.txt", 5_000), text_file(tmp_path / "crashes.txt", 5_000)
+    result = run_scenario("console.cjs", "cancel-and-retry", live.base_url, str(hangs), str(crashes))
+    assert result["errors"] == []
+    final = {row["filename"]: (row["status"], row["attempts"]) for row in result["rows"]}
+    assert final == {"hangs.txt": ("cancelled", "1/4"), "crashes.txt": ("completed", "2/4")}
+    retrying = [seen for seen in result["seen"] if seen[0] == "crashes.txt" and seen[1] == "retrying"]
+    assert retrying and all(error for *_, error in retrying)  # the crash's error was shown while it retried
