@@ -136,3 +136,15 @@ def test_installed_wheel_renders_docs_in_chromium(installed: tuple[Path, str]) -
         pytest.skip(message)
     _, base_url = installed
     assert_docs_render(base_url, contract_operations((REPO / "openapi.yaml").read_bytes()))
+
+
+def test_installed_wheel_serves_the_console(installed: tuple[Path, str]) -> None:
+    _, base_url = installed
+    page = httpx.get(f"{base_url}/")
+    assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff"
+    if (REPO / "tusd_py" / "console_ui" / "vendor" / "uppy.min.mjs").is_file():
+        assert '<script type="module" src="/console/app.js">' in page.text
+        assert httpx.get(f"{base_url}/console/app.js").status_code == 200
+        assert httpx.get(f"{base_url}/console/vendor/uppy.min.mjs").status_code == 200
+    else:
+        assert "make console" in page.text
