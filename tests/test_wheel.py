@@ -72,6 +72,8 @@ def install(wheel: Path, venv: Path) -> None:
     if run(command, env=offline()).returncode != 0:  # first run: fill the wheelhouse once
         filled = run([*PIP, "wheel", "-w", str(WHEELHOUSE), str(wheel)])
         assert filled.returncode == 0, filled.stderr
+        for ours in WHEELHOUSE.glob("tusd_py-*.whl"):  # dependencies only: ours is rebuilt every run
+            ours.unlink()
         installed = run(command, env=offline())
         assert installed.returncode == 0, installed.stderr
 
