@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JS     := tests/js/node_modules/.installed
 
-.PHONY: install run test lint format bench clean js-clients test-containers
+.PHONY: install run test lint format bench clean js-clients test-containers console screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,23 @@ $(JS): tests/js/package.json tests/js/package-lock.json
 
 js-clients: $(JS)
 
-run: $(STAMP)
+# The web console's Uppy build (npm package `uppy`), copied into the package so that
+# `/` serves it and a wheel built afterwards ships it; without npm `/` says how to get it.
+CONSOLE := tusd_py/console_ui
+$(CONSOLE)/vendor/.installed: $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && mkdir -p vendor && \
+		cp node_modules/uppy/dist/uppy.min.mjs node_modules/uppy/dist/uppy.min.css vendor/ && \
+		touch vendor/.installed; \
+	else echo "npm not found: the web console at / is not available (install npm, then make console)"; fi
+
+console: $(CONSOLE)/vendor/.installed
+
+# Small PNGs of the console and the docs for the README (writes docs/*.png; make test never does).
+screenshots: $(STAMP) js-clients console
+	$(BIN)/python -m tests.browser.screenshots docs
+
+run: $(STAMP) console
 	$(BIN)/tusd-py serve
 
 lint: $(STAMP)
@@ -31,7 +47,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint --no-color Dockerfile tests/containers/*.Containerfile
 
-test: lint js-clients
+test: lint js-clients console
 	$(BIN)/pytest
 
 # Builds the image and runs docker-compose.yml with podman (minutes; root, podman, runc, debootstrap).
@@ -46,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache tests/js/node_modules
+	rm -rf $(VENV) data .pytest_cache .ruff_cache tests/js/node_modules $(CONSOLE)/node_modules $(CONSOLE)/vendor

@@ -124,7 +124,7 @@ def test_api_role_needs_a_redis_url() -> None:
 
 def test_serve_without_a_redis_binary_says_how_to_get_one(tmp_path: Path) -> None:
     environ = {k: v for k, v in os.environ.items() if k != "TUSD_PY_REDIS_URL"}
-    environ.update(PATH=str(tmp_path), TUSD_PY_DATA_DIR=str(tmp_path / "data"))
+    environ.update(PATH=str(tmp_path), TUSD_PY_DATA_DIR=str(tmp_path / "data"), TUSD_PY_REDIS_SERVER="path")
     result = subprocess.run(
         [sys.executable, "-m", "tusd_py", "serve"], env=environ, capture_output=True, text=True, timeout=30
     )

@@ -22,6 +22,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 
 from auth.backend import BearerBackend
 from auth.routes import AuthEndpoints
+from tusd_py.console import console_routes
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
 from tusd_py.errors import (
@@ -109,6 +110,7 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
         routes=[
             *health_routes(services.redis),
             *docs_routes(),
+            *console_routes(),
             *metrics.routes(),
             *auth.routes,
             *tus.routes,

