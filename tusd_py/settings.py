@@ -197,7 +197,7 @@ class Settings:
     enable_fault_operations: bool = _env(
         _bool,
         False,
-        "Offer the test operations fault-hang, fault-crash, fault-crash-once and fault-slow. "
+        "Offer the test operations fault-hang, fault-crash, fault-crash-once, fault-fork and fault-slow. "
         "Never in production.",
     )
     log_level: str = _env(_choice("debug", "info", "warning", "error"), "info", "Log level of every process.")
