@@ -9,14 +9,12 @@
 ARG BASE_IMAGE=python:3.11-slim
 ARG NODE_IMAGE=node:24-slim
 
-# --- console-assets: `npm ci` in the web console's npm folder --------------------
-# CONSOLE_DIR is that folder; until the console lands it is the only npm folder the
-# repo has (the tus-js-client of the interop tests), so the stage is built and tested
-# but nothing is copied from it yet.
+# --- console-assets: Uppy for the web console at `/`, from the npm registry -------
+# The same files `make console` copies into tusd_py/console_ui/vendor/ (gitignored);
+# the build stage puts them there so the wheel ships them as package data.
 FROM ${NODE_IMAGE} AS console-assets
-ARG CONSOLE_DIR=tests/js
 WORKDIR /src
-COPY ${CONSOLE_DIR}/package.json ${CONSOLE_DIR}/package-lock.json ./
+COPY tusd_py/console_ui/package.json tusd_py/console_ui/package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error --ignore-scripts
 
 # --- build: the wheel, then a venv with it and its dependencies -----------------
@@ -28,6 +26,8 @@ COPY pyproject.toml README.md openapi.yaml ./
 COPY tusd_py ./tusd_py
 COPY auth ./auth
 COPY processing ./processing
+COPY --from=console-assets /src/node_modules/uppy/dist/uppy.min.mjs /src/node_modules/uppy/dist/uppy.min.css \
+     ./tusd_py/console_ui/vendor/
 RUN python3 -m venv /opt/tusd-py \
  && /opt/tusd-py/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/tusd-py/bin/pip install /wheels/*.whl \

@@ -31,8 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import FrameType
 from urllib.parse import urlsplit
 
@@ -123,17 +122,6 @@ def wait_for_redis(url: str, keep_waiting: Callable[[], bool]) -> bool:
         client.close()
 
 
-@contextmanager
-def sigint_blocked() -> Iterator[None]:
-    """Block SIGINT here while a child is started, so that the child starts with it
-    blocked; we run our handler for a Ctrl-C that came meanwhile once it is unblocked."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class Child:
     """One supervised role (``api`` or ``worker``): its process, its start, its crashes."""
 
@@ -191,8 +179,7 @@ class Supervisor:
         try:
             if settings.redis_url is None:
                 self.redis = RedisProcess(settings.data_dir / "redis", binary=settings.redis_server)
-                with sigint_blocked():
-                    self.env["TUSD_PY_REDIS_URL"] = self.redis.start()
+                self.env["TUSD_PY_REDIS_URL"] = self.redis.start()  # in a session of its own
                 logger.info("embedded redis-server on %s", self.redis.url)
             elif not wait_for_redis(settings.redis_url, lambda: not self.stopping):
                 return 0
@@ -262,8 +249,7 @@ class Supervisor:
             return
         logger.error("embedded redis-server exited; restarting it (see %s)", self.redis.workdir / "redis.log")
         time.sleep(RESTART_DELAY)
-        with sigint_blocked():
-            self.redis.start()
+        self.redis.start()
 
     def _stop_all(self) -> None:
         """API and worker first (the worker needs Redis to requeue its tries), Redis last."""
