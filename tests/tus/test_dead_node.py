@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 from tusclient import client as tus_client
 
@@ -29,6 +30,7 @@ from tests.tus.helpers import (
     slow_body,
     wait_for,
 )
+from tests.tus.server import build_app
 from tusd_py.tus.locker import LockTimeout
 from tusd_py.tus.redislocker import RedisLocker
 
@@ -234,3 +236,72 @@ def test_another_node_takes_over_a_dead_nodes_upload(
         assert response.status_code == 204
     assert nodes[1].data_path(url).read_bytes() == data
     assert finished_runs(nodes[1], url) == 1
+
+
+def set_key(server: TusServer, name: str, value: str | None) -> None:
+    client = sync_redis.Redis.from_url(server.redis_url)
+    try:
+        if value is None:
+            client.delete(server.prefix + name)
+        else:
+            client.set(server.prefix + name, value)
+    finally:
+        client.close()
+
+
+def kill_during_the_finish_hook(server: TusServer, owner: str, data: bytes) -> str:
+    """Send every byte, then kill -9 the node before its finish hook completed (it sleeps
+    in the hook, or has not reached it yet): the bytes are complete on disk, the finish is
+    not recorded. Returns the upload's path."""
+    set_key(server, "finish-delay", "3600")  # the hook sleeps under the lock until the kill
+    with server.client(owner) as client:
+        url = create(client, len(data))
+        thread = in_thread(lambda: patch(client, url, 0, data))
+        wait_for(lambda: file_size(server.data_path(url)) == len(data))
+        server.kill()
+        thread.join(30)
+    set_key(server, "finish-delay", None)
+    assert finished_runs(server, url) == 0
+    assert not (server.uploads / (url.rsplit("/", 1)[-1] + ".done")).exists()
+    return "/files/" + url.rsplit("/", 1)[-1]
+
+
+def test_head_finishes_an_upload_whose_node_died_before_the_finish(
+    tus_server_factory: Factory, owner: str
+) -> None:
+    server = tus_server_factory(lock_ttl=60.0)
+    data = os.urandom(256 * 1024)
+    url = kill_during_the_finish_hook(server, owner, data)
+    server.restart()
+    with server.client(owner) as client:
+        response = client.head(url)
+        assert response.status_code == 200
+        assert response.headers["upload-offset"] == str(len(data))
+        assert "upload-expires" not in response.headers  # a task now, never an expired upload
+        assert finished_runs(server, url) == 1
+        assert client.head(url).status_code == 200
+        assert patch(client, url, len(data), b"").status_code == 204  # a client's late retry
+    assert finished_runs(server, url) == 1
+
+
+async def test_the_sweep_finishes_an_upload_whose_node_died_before_the_finish(
+    tus_server_factory: Factory, owner: str, tmp_path: os.PathLike[str]
+) -> None:
+    # Expiry 1 s: the upload is long past it; it must become a task all the same.
+    server = tus_server_factory(lock_ttl=60.0, expiry=1)
+    data = os.urandom(64 * 1024)
+    url = await asyncio.to_thread(kill_during_the_finish_hook, server, owner, data)
+    upload_id = url.rsplit("/", 1)[-1]
+    # Another node's sweep (the one that wins the round), with the same hook and store.
+    _, handler = build_app(server.uploads, server.redis_url, prefix=server.prefix, expiry=1, node="sweeper:1")
+    await asyncio.sleep(1.1)
+    rounds = 0
+    while finished_runs(server, url) == 0:  # until the dead node's heartbeat lapses (2 s)
+        assert await handler.sweep_expired() == 0  # never expired
+        rounds += 1
+        assert rounds < 400, "the dead node's lock was never taken over"
+        await asyncio.sleep(0.05)
+    assert (await handler.store.get(upload_id)).finished
+    assert await handler.sweep_expired() == 0
+    assert finished_runs(server, url) == 1
+    assert server.data_path(url).read_bytes() == data
