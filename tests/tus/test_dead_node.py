@@ -32,6 +32,7 @@ from tests.tus.helpers import (
 )
 from tests.tus.server import build_app
 from tusd_py.tus.locker import LockTimeout
+from tusd_py.tus.memory import MemoryLocker
 from tusd_py.tus.redislocker import RedisLocker
 
 MiB = 1024 * 1024
@@ -305,3 +306,19 @@ async def test_the_sweep_finishes_an_upload_whose_node_died_before_the_finish(
     assert await handler.sweep_expired() == 0
     assert finished_runs(server, url) == 1
     assert server.data_path(url).read_bytes() == data
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_drain_interrupts_held_locks_and_every_later_one(kind: str, redis: aioredis.Redis) -> None:
+    locker: MemoryLocker | RedisLocker = (
+        MemoryLocker() if kind == "memory" else RedisLocker(redis, prefix=new_prefix())
+    )
+    async with locker.lock("u", wait=0) as held:
+        fired = asyncio.Event()
+        held.on_interrupt(fired.set)
+        assert not held.interrupted
+        locker.drain()  # SIGTERM: running PATCHes stop reading and answer
+        await asyncio.wait_for(fired.wait(), 5)
+        assert held.interrupted and not held.lost
+    async with locker.lock("v", wait=0) as later:
+        assert later.interrupted  # a PATCH that starts now answers at once too
