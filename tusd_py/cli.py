@@ -59,12 +59,16 @@ def configure_logging(level: str) -> None:
 
 
 def run_api(settings: Settings) -> None:
+    """The API under uvicorn; on SIGTERM running PATCHes answer with what they saved
+    (see :mod:`tusd_py.graceful`) and the node exits within ``SHUTDOWN_GRACE``."""
     import uvicorn
 
     from tusd_py.access_log import uvicorn_log_config
-    from tusd_py.app import create_app
+    from tusd_py.app import assemble_app
+    from tusd_py.graceful import SHUTDOWN_GRACE, DrainingServer
     from tusd_py.http_guard import GuardLimits, uvicorn_protocol
     from tusd_py.supervisor import port_problem
+    from tusd_py.wiring import build_services
 
     problem = port_problem(settings.host, settings.port)
     if problem is not None:
@@ -75,8 +79,9 @@ def run_api(settings: Settings) -> None:
         max_connections=settings.max_connections,
         max_connections_per_address=None if settings.trust_proxy else settings.max_connections_per_address,
     )
-    uvicorn.run(
-        create_app(settings),
+    services = build_services(settings)
+    config = uvicorn.Config(
+        assemble_app(services, settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -85,8 +90,12 @@ def run_api(settings: Settings) -> None:
         proxy_headers=settings.trust_proxy,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
     )
+    server = DrainingServer(config, drain=services.locker.drain)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run does when the server could not start
 
 
 def run_worker(settings: Settings) -> None:

@@ -14,6 +14,7 @@ becomes (a queued task) and what a deleted one undoes (its task is cancelled).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,8 @@ def build_services(settings: Settings) -> Services:
         arq=arq,
         slots=StreamSlots(redis, settings.max_event_streams),
         upload_store=upload_store,
-        locker=RedisLocker(redis),
+        # Stable across restarts of this node: its dead predecessor's locks are free at once.
+        locker=RedisLocker(redis, node=f"{socket.gethostname()}:{settings.port}"),
         quota=RedisQuota(
             redis, max_uploads=settings.max_pending_uploads, max_bytes=settings.max_pending_bytes
         ),

@@ -40,6 +40,7 @@ def build_app(
     max_uploads: int = 1000,
     max_bytes: int = 1 << 40,
     trust_proxy: bool = False,
+    node: str | None = None,
 ) -> tuple[Starlette, TusHandler]:
     redis = Redis.from_url(redis_url)
 
@@ -64,7 +65,7 @@ def build_app(
 
     handler = TusHandler(
         FileStore(directory),
-        RedisLocker(redis, prefix=prefix + "lock:", ttl=lock_ttl),
+        RedisLocker(redis, prefix=prefix + "lock:", ttl=lock_ttl, node=node),
         Hooks(authenticate, pre_create, post_finish, post_terminate),
         max_size=max_size,
         expiry_seconds=expiry,
@@ -110,6 +111,7 @@ def main() -> None:
         max_uploads=args.max_uploads,
         max_bytes=args.max_bytes,
         trust_proxy=args.trust_proxy,
+        node=f"127.0.0.1:{args.port}",  # stable across restarts, as the API's host:port
     )
     logging.basicConfig(level=logging.WARNING)
     # proxy_headers=False: the handler alone decides whether X-Forwarded-* count.

@@ -679,7 +679,33 @@ class TusHandler:
         async def expire(upload_id: str, still: Callable[[UploadInfo], bool]) -> bool:
             return await self._terminate(upload_id, still, notify=False)
 
-        return await sweep_expired(self.store, self.expiry_seconds, expire)
+        return await sweep_expired(self.store, self.expiry_seconds, expire, self._finish_stranded)
+
+    async def _finish_stranded(self, upload_id: str) -> bool:
+        """Finish a complete upload whose finish was never recorded (its node died, or
+        Redis was away, after the last byte); under its lock, taken without waiting or
+        asking (a request holding it finishes the upload itself). True if it ran now."""
+        try:
+            async with self.locker.lock(upload_id, wait=0, request_release=False) as lock:
+                try:
+                    info = await self.store.get(upload_id)
+                except UploadNotFound:
+                    return False
+                if info.finished or info.partial or not info.complete:
+                    return False
+                logger.info("finishing upload %s, complete but never finished", upload_id)
+                await self._completed(info, lock)
+                return True
+        except LockTimeout:
+            return False
+        except (TusError, BackendUnavailable) as error:  # the next round tries again
+            logger.warning("could not finish upload %s: %s", upload_id, error)
+            return False
+
+    def drain(self) -> None:
+        """The node is shutting down: running PATCHes stop reading, keep what they have
+        and answer with their offset (through the lock's interrupt); new ones do too."""
+        self.locker.drain()
 
     # -- shared steps ------------------------------------------------------------------------
 

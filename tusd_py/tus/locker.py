@@ -37,6 +37,8 @@ class Lock(Protocol):
 
 
 class Locker(Protocol):
+    """Implementations also make a dead holder's lock free at once (see RedisLocker)."""
+
     def lock(
         self, upload_id: str, *, wait: float, request_release: bool = True
     ) -> AbstractAsyncContextManager[Lock]:
@@ -45,4 +47,9 @@ class Locker(Protocol):
         Waits up to ``wait`` seconds (asking the holder to let go when
         ``request_release``), then raises :class:`LockTimeout`.
         """
+        ...
+
+    def drain(self) -> None:
+        """The node is shutting down: interrupt every held lock and every lock taken from
+        now on, so running PATCHes keep what they have and answer at once."""
         ...

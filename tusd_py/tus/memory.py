@@ -1,7 +1,8 @@
 """In-process :class:`~tusd_py.tus.locker.Locker` and :class:`~tusd_py.tus.quota.Quota`.
 
 tusd's memorylocker, in asyncio: correct within one process (one event loop),
-useless across processes or nodes. They let the protocol be tested in-process
+useless across processes or nodes. Its holders cannot die without their locks
+(they live in the same process), so it needs no heartbeat to match RedisLocker. They let the protocol be tested in-process
 over ``httpx.ASGITransport`` without Redis, and serve a single-node deployment
 that does not want Redis for uploads.
 """
@@ -64,6 +65,12 @@ class MemoryLocker:
 
     def __init__(self) -> None:
         self._held: dict[str, MemoryLock] = {}
+        self._draining = False
+
+    def drain(self) -> None:
+        self._draining = True
+        for held in list(self._held.values()):
+            held.interrupt()
 
     @contextlib.asynccontextmanager
     async def lock(
@@ -81,6 +88,8 @@ class MemoryLocker:
                 await asyncio.wait_for(holder.released.wait(), remaining)
         held = MemoryLock()
         self._held[upload_id] = held
+        if self._draining:
+            held.interrupt()
         try:
             yield held
         finally:

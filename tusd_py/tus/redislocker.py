@@ -1,13 +1,32 @@
 """One writer per upload, across processes and nodes: a lock in Redis.
 
-The lock is ``SET key token NX PX ttl``, refreshed while held and released by
-compare-and-delete, so a process that dies (even with kill -9) loses it after
-``ttl``. A request that finds the lock taken asks the holder to let go (tusd's
-behaviour): it sets a short-lived "release requested" key and polls. The
-holder's watcher task, which refreshes the lock, sees the key and calls the
+The lock is ``SET key value NX PX ttl``, refreshed while held and released by
+compare-and-delete. A request that finds the lock taken asks the holder to let
+go (tusd's behaviour): it sets a short-lived "release requested" key and polls.
+The holder's watcher task, which refreshes the lock, sees the key and calls the
 holder's interrupt callbacks: a PATCH stops reading its body, keeps what it
 has and answers. No Redis round-trip happens per body chunk. Redis errors while
 acquiring surface as :class:`~tusd_py.tus.errors.BackendUnavailable`.
+
+A dead holder must not block anyone (a HEAD after a node's kill -9 answers at
+once), so a lock names its holder: ``<node>|<incarnation>|<token>``. Every node
+keeps ``<prefix>node:<node>`` = its incarnation (a random id per process) with
+a short TTL on Redis's clock, refreshed by the same scripts that take and
+refresh its locks. A lock whose node key is missing (the node died, or stalled
+for longer than ``heartbeat_ttl``) or names another incarnation (the node was
+restarted: the new process claims its name when it takes its first lock) is
+taken over at once, inside the acquire script. A live node's heartbeat never
+lapses while its loop runs, so two live nodes never hold one upload: a stall
+shorter than ``heartbeat_ttl`` minus ``poll_interval`` is harmless (tested with
+1 s against the default 2 s).
+
+``node`` must be unique among live processes and stable across restarts of one
+(``host:port`` of the API); two live processes with one name would take each
+other's identity: the one that loses its name notices within ``poll_interval``,
+logs an error and treats its locks as lost. Without ``node`` a random name is
+used (a restart then waits for the old heartbeat to lapse, ``heartbeat_ttl``).
+The node key and the lock key live in different hash slots: this needs a
+single Redis (or a primary with replicas), not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -27,25 +46,52 @@ from .locker import LockTimeout
 
 logger = logging.getLogger("tusd_py.tus")
 
+# Shared head of both scripts: keep this node's heartbeat (KEYS[3] = incarnation
+# ARGV[5], for ARGV[6] ms). ARGV[7] == '1' claims the name (a fresh process);
+# else a name held by another incarnation means we lost it: return -2.
+_HEARTBEAT = """
+local mine = redis.call('GET', KEYS[3])
+if ARGV[7] ~= '1' and mine and mine ~= ARGV[5] then
+  return -2
+end
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
+"""
 
-_ACQUIRE = """
+# KEYS: lock, release, own node key[, holder's node key]. ARGV: value, ttl ms,
+# ask ('1'), request ms, incarnation, heartbeat ms, claim, expected holder value,
+# expected holder's incarnation. Returns 1 (taken), -2 (name lost) or the holder.
+_ACQUIRE = (
+    _HEARTBEAT
+    + """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+local holder = redis.call('GET', KEYS[1])
+if KEYS[4] and holder == ARGV[8] and redis.call('GET', KEYS[4]) ~= ARGV[9] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('DEL', KEYS[2])
   return 1
 end
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 end
-return 0
+return holder or ''
 """
+)
 
-_REFRESH = """
+# KEYS: lock, release, own node key. ARGV[1] value, ARGV[2] ttl ms, ARGV[5..7] as above.
+# Returns 1 (release requested), 0 (still ours), -1 (lost), -2 (name lost).
+_REFRESH = (
+    _HEARTBEAT
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return redis.call('EXISTS', KEYS[2])
 end
 return -1
 """
+)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -58,9 +104,11 @@ return 0
 class RedisLocker:
     """:class:`Locker` on Redis.
 
-    ``ttl``: how long a lock outlives a dead holder. ``poll_interval``: how often
-    the holder refreshes and looks for release requests (its reaction time).
-    ``acquire_interval``: how often a waiter retries.
+    ``node``: this process's name among the nodes (see the module). ``ttl``: how
+    long a lock outlives a holder whose heartbeat cannot be checked (a backstop).
+    ``heartbeat_ttl``: how long a node counts as alive after its last refresh.
+    ``poll_interval``: how often the holder refreshes and looks for release
+    requests (its reaction time). ``acquire_interval``: how often a waiter retries.
     """
 
     def __init__(
@@ -68,29 +116,53 @@ class RedisLocker:
         redis: Redis,
         *,
         prefix: str = "tus:lock:",
+        node: str | None = None,
         ttl: float = 6.0,
+        heartbeat_ttl: float = 2.0,
         poll_interval: float = 0.1,
         acquire_interval: float = 0.05,
     ) -> None:
-        if poll_interval * 3 > ttl:
-            raise ValueError("poll_interval must be well below ttl")
+        if poll_interval * 3 > min(ttl, heartbeat_ttl):
+            raise ValueError("poll_interval must be well below ttl and heartbeat_ttl")
+        if node is not None and ("|" in node or not node):
+            raise ValueError("node must be a non-empty name without '|'")
         self.redis = redis
         self.prefix = prefix
+        self.node = node or secrets.token_hex(8)
+        self.incarnation = secrets.token_hex(8)
         self.ttl = ttl
+        self.heartbeat_ttl = heartbeat_ttl
         self.poll_interval = poll_interval
         self.acquire_interval = acquire_interval
+        self._claimed = False
+        self._draining = False
+        self._held: set[RedisLock] = set()
         self._acquire = redis.register_script(_ACQUIRE)
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
 
     def _keys(self, upload_id: str) -> list[str]:
-        # One hash tag per upload: both keys live in the same slot on a Redis Cluster.
+        # One hash tag per upload: the lock and its release request share a slot.
         key = f"{self.prefix}{{{upload_id}}}"
         return [key, key + ":release"]
 
-    async def _try_acquire(self, keys: list[str], args: list[Any]) -> bool:
+    def node_key(self, node: str) -> str:
+        return f"{self.prefix}node:{node}"
+
+    def _heartbeat_args(self) -> list[Any]:
+        claim = "0" if self._claimed else "1"
+        return [self.incarnation, max(1, int(self.heartbeat_ttl * 1000)), claim]
+
+    def drain(self) -> None:
+        """Shutting down: interrupt every held lock, and every lock taken from now on, so
+        running PATCHes save what they have and answer at once."""
+        self._draining = True
+        for held in list(self._held):
+            held._interrupt()
+
+    async def _try_acquire(self, keys: list[str], args: list[Any]) -> Any:
         try:
-            return bool(await self._acquire(keys=keys, args=args))
+            return await self._acquire(keys=keys, args=args)
         except RedisError as error:
             raise BackendUnavailable(str(error)) from error
 
@@ -98,24 +170,47 @@ class RedisLocker:
     async def lock(
         self, upload_id: str, *, wait: float, request_release: bool = True
     ) -> AsyncIterator[RedisLock]:
-        keys = self._keys(upload_id)
-        token = secrets.token_urlsafe(16)
+        keys = [*self._keys(upload_id), self.node_key(self.node)]
+        value = f"{self.node}|{self.incarnation}|{secrets.token_urlsafe(12)}"
         ttl_ms = max(1, int(self.ttl * 1000))
         # The request outlives a few retries of ours, not much more.
         request_ms = max(1, int(max(self.acquire_interval * 4, self.poll_interval * 4) * 1000))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         ask = "1" if request_release else "0"
-        while not await self._try_acquire(keys, [token, ttl_ms, ask, request_ms]):
+        holder = b""
+        while True:
+            args: list[Any] = [value, ttl_ms, ask, request_ms, *self._heartbeat_args()]
+            attempt_keys = keys
+            node, _, rest = holder.decode(errors="replace").partition("|")
+            incarnation = rest.partition("|")[0]
+            if node and incarnation:  # ask whether the holder is still alive, atomically
+                attempt_keys = [*keys, self.node_key(node)]
+                args += [holder, incarnation]
+            answer = await self._try_acquire(attempt_keys, args)
+            self._claimed = True
+            if answer == 1:
+                break
+            if answer == -2:
+                logger.error("node name %r was taken by another process", self.node)
+                raise BackendUnavailable(f"node name {self.node!r} is used by another process")
+            seen = answer if isinstance(answer, bytes) else str(answer).encode()
+            if seen != holder and seen:
+                holder = seen  # a holder we have not checked yet: check it at once
+                continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeout(upload_id)
             await asyncio.sleep(min(self.acquire_interval, remaining))
-        held = RedisLock(self, keys, token)
+        held = RedisLock(self, keys, value)
+        self._held.add(held)
         held.start()
+        if self._draining:
+            held._interrupt()
         try:
             yield held
         finally:
+            self._held.discard(held)
             # Shielded: a cancelled request still gives the lock back at once.
             await asyncio.shield(held.release())
 
@@ -123,10 +218,10 @@ class RedisLocker:
 class RedisLock:
     """A lock held by this process, with its watcher task."""
 
-    def __init__(self, locker: RedisLocker, keys: list[str], token: str) -> None:
+    def __init__(self, locker: RedisLocker, keys: list[str], value: str) -> None:
         self._locker = locker
         self._keys = keys
-        self._token = token
+        self._value = value
         self._interrupted = False
         self._lost = False
         self._callbacks: list[Callable[[], None]] = []
@@ -171,21 +266,27 @@ class RedisLock:
         ttl_ms = max(1, int(locker.ttl * 1000))
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
+        # Measured from before the round trip: the heartbeat may be older than the answer.
+        bound = min(locker.ttl, locker.heartbeat_ttl)
         while True:
             await asyncio.sleep(locker.poll_interval)
+            sent = loop.time()
             try:
-                state: Any = await locker._refresh(keys=self._keys, args=[self._token, ttl_ms])
+                args = [self._value, ttl_ms, "0", 0, *locker._heartbeat_args()]
+                state: Any = await locker._refresh(keys=self._keys, args=args)
             except RedisError as error:
-                if loop.time() - last_ok < locker.ttl:
+                if loop.time() - last_ok < bound:
                     logger.warning("could not refresh upload lock: %s", error)
                     continue
                 state = -1
+            if int(state) == -2:
+                logger.error("node name %r was taken by another process", locker.node)
             if int(state) < 0:
                 logger.warning("upload lock %s was lost", self._keys[0])
                 self._lost = True
                 self._interrupt()
                 return
-            last_ok = loop.time()
+            last_ok = sent
             if int(state) > 0:
                 self._interrupt()
 
@@ -198,6 +299,6 @@ class RedisLock:
         if self._lost:
             return
         try:
-            await self._locker._release(keys=self._keys[:1], args=[self._token])
+            await self._locker._release(keys=self._keys[:1], args=[self._value])
         except RedisError as error:  # it expires on its own after ttl
             logger.warning("could not release upload lock: %s", error)

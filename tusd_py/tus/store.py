@@ -53,10 +53,11 @@ class UploadInfo:
         """When tus forgets this upload: ``expiry_seconds`` after its last write.
 
         Uploads whose finish hook has run never expire here (the application owns
-        them from then on). Partial uploads always may: the application never
-        hears of them, they only feed a final upload.
+        them from then on), nor do complete ones whose finish is still to be
+        recorded (the next HEAD or the sweep finishes them). Partial uploads always
+        may: the application never hears of them, they only feed a final upload.
         """
-        if expiry_seconds <= 0 or self.finished:
+        if expiry_seconds <= 0 or self.finished or (self.complete and not self.partial):
             return None
         return (self.updated_at or self.created_at) + expiry_seconds
 
