@@ -11,6 +11,31 @@ order, members ``<created ms, 13 digits>:<id>``: newest first, total order, a st
 cursor), ``tusd:tasks:active`` (unfinished tasks by creation time, for the
 reconciler) and ``tusd:tasks:finished`` (finished tasks by finish time, for
 retention).
+
+Round trips of one small task, from the finish hook to ``task.completed`` (counted in
+ARQ 0.28's source and ours; a task that ends within 0.3 s writes no progress, and its
+lease never beats):
+
+API, ``submit_task``:
+ 1. ``TaskStore.create`` (Lua: record, indexes, task.queued)
+ 2. ``ArqRedis.enqueue_job``: WATCH job key
+ 3. EXISTS job and result keys
+ 4. MULTI PSETEX ZADD EXEC
+Worker:
+ 5. ZRANGEBYSCORE of the queue (one per poll, shared by the jobs it starts)
+ 6. ``start_jobs``: WATCH in-progress key
+ 7. EXISTS in-progress key
+ 8. ZSCORE of the job in the queue
+ 9. MULTI PSETEX in-progress EXEC
+10. ``run_job``: MULTI GET job, INCR/EXPIRE try counter, ZREM abort EXEC
+11. :meth:`TaskStore.begin_try` (Lua: shorten the in-progress key, read the task, check
+    the budget, -> processing, task.progress); before it was a pipeline (HGETALL,
+    PEXPIRE) plus the start's own Lua call
+12. :meth:`TaskStore.complete` (Lua: -> completed, task.completed)
+
+After ``task.completed``: ARQ's ``finish_job`` (MULTI ... EXEC), and per poll its
+abort-set pipeline (ZRANGE, ZREMRANGEBYSCORE). Only 11 and 12 (and 1) are ours; ARQ's
+2-10 go through its public API, which offers no batching of them.
 """
 
 from __future__ import annotations
