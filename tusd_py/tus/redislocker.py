@@ -27,6 +27,16 @@ from .locker import LockTimeout
 
 logger = logging.getLogger("tusd_py.tus")
 
+# The lock's defaults, written once (no setting exposes them; the app's wiring and the
+# tests take them from here unless a test shortens one):
+LOCK_TTL = 6.0
+"""Seconds a lock outlives a holder that died (kill -9 included)."""
+POLL_INTERVAL = 0.1
+"""Seconds between the holder's refreshes, which also look for release requests: how
+fast a PATCH lets go when another request asks. At most a third of the TTL."""
+ACQUIRE_INTERVAL = 0.05
+"""Seconds between a waiting request's attempts to take the lock."""
+
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -60,7 +70,8 @@ class RedisLocker:
 
     ``ttl``: how long a lock outlives a dead holder. ``poll_interval``: how often
     the holder refreshes and looks for release requests (its reaction time).
-    ``acquire_interval``: how often a waiter retries.
+    ``acquire_interval``: how often a waiter retries. Defaults: :data:`LOCK_TTL`,
+    :data:`POLL_INTERVAL`, :data:`ACQUIRE_INTERVAL`.
     """
 
     def __init__(
@@ -68,9 +79,9 @@ class RedisLocker:
         redis: Redis,
         *,
         prefix: str = "tus:lock:",
-        ttl: float = 6.0,
-        poll_interval: float = 0.1,
-        acquire_interval: float = 0.05,
+        ttl: float = LOCK_TTL,
+        poll_interval: float = POLL_INTERVAL,
+        acquire_interval: float = ACQUIRE_INTERVAL,
     ) -> None:
         if poll_interval * 3 > ttl:
             raise ValueError("poll_interval must be well below ttl")
