@@ -27,7 +27,7 @@ from pathlib import Path
 from bench.harness import BenchEnv, bench_env
 from bench.report import Row, print_table
 from bench.scenarios.throughput import drain_rate
-from processing.config import ProcessingConfig
+from tusd_py.settings import Settings
 
 PEER_REQUIREMENTS = [
     "celery>=5.7,<5.8",
@@ -35,7 +35,7 @@ PEER_REQUIREMENTS = [
     "rq>=2.0,<3",
     "packaging",
 ]  # kombu imports packaging
-POLL_DELAY = ProcessingConfig.__dataclass_fields__["poll_delay"].default
+POLL_DELAY = Settings().worker_poll_interval  # the default the app runs workers with
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -29,11 +29,48 @@ import os
 import signal
 import sys
 import time
+from typing import BinaryIO
 
 from processing.faults import ATTEMPT_ENV
 from processing.operations import get_operation
 
 PROGRESS_INTERVAL = 0.1
+WRITEBACK_STEP = 8 * 1024 * 1024
+"""Bytes of result after which the kernel is told to start writing them to disk."""
+
+
+class _WritebackTarget:
+    """The result file, with the kernel's writeback started as the result grows.
+
+    The try ends with an fsync. Left alone, the kernel holds the whole result in dirty
+    pages and that fsync writes all of it at once (about 30 ms per 100 MB here, a fifth
+    of uppercase's time). Every ``WRITEBACK_STEP`` bytes this flushes and calls
+    ``posix_fadvise(DONTNEED)`` on what was written since, which starts writeback of
+    that range without waiting for it (and lets its pages go once clean), so the final
+    fsync only waits for the last few MiB. Durability is unchanged: the fsync decides.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.fd = file.fileno()
+        self.started = 0
+        self.pending = 0
+
+    def write(self, data: bytes) -> int:
+        written = self.file.write(data)
+        self.pending += written
+        if self.pending >= WRITEBACK_STEP:
+            self.file.flush()
+            os.posix_fadvise(self.fd, self.started, self.pending, os.POSIX_FADV_DONTNEED)
+            self.started += self.pending
+            self.pending = 0
+        return written
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def fileno(self) -> int:
+        return self.fd
 
 
 class _Progress:
@@ -61,7 +98,7 @@ def run(operation: str, source: str, target: str) -> int:
     try:
         op = get_operation(operation)
         with open(source, "rb") as src, open(target, "wb") as dst:
-            op.function(src, dst, progress)
+            op.function(src, _WritebackTarget(dst), progress)  # type: ignore[arg-type]
             dst.flush()
             os.fsync(dst.fileno())
             done = src.tell()

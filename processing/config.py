@@ -1,8 +1,9 @@
 """What a worker (and the API's submit path) needs to know, with no web-app imports.
 
-The app's wiring builds this from ``tusd_py.settings.Settings`` (``tusd_py/wiring.py``);
-the worker process never imports the web application. Processing knows where results
-go, not how the upload store lays out its files: a task carries its upload's path.
+``tusd_py/processing_config.py`` builds this from ``tusd_py.settings.Settings``, for
+the worker role and for the API's finish hook; the worker process never imports the
+web application. Processing knows where results go, not how the upload store lays out
+its files: a task carries its upload's path (``Task.source``).
 """
 
 from __future__ import annotations
@@ -15,26 +16,40 @@ from pathlib import Path
 class ProcessingConfig:
     """Configuration of the processing side.
 
-    The fields after ``enable_fault_operations`` are tuning knobs with safe defaults;
-    they exist so tests and operators can shorten bounds without touching code.
+    The fields without defaults are the ones ``tusd_py.settings.Settings`` defines (its
+    ``TUSD_PY_*`` variables and their defaults are the one source; the bridge copies
+    each of them). The fields with defaults are tuning knobs that no setting exposes:
+    they exist so tests and operators can shorten bounds without touching code, and
+    their defaults are written here only.
     """
 
     redis_url: str
     results_dir: Path
-    job_timeout: float = 120.0
+    job_timeout: float
     """Seconds one try may run before its child's process group is killed."""
-    max_tries: int = 4
+    max_tries: int
     """Tries per task (1 try + retries); the default for tasks and ARQ's back-stop."""
-    max_jobs: int = 2
+    max_jobs: int
     """Tasks one worker process runs at once (ARQ ``max_jobs``)."""
-    result_retention: int = 7 * 86400
+    result_retention: int
     """Seconds a finished task, its result and its upload are kept."""
-    shutdown_grace: float = 30.0
+    shutdown_grace: float
     """On SIGTERM, seconds running tries may take to finish before being requeued."""
-    event_log_size: int = 1000
+    event_log_size: int
     """Events kept per user (a Redis stream trimmed with ``MAXLEN ~``)."""
-    enable_fault_operations: bool = False
+    enable_fault_operations: bool
     """Offer the ``fault-*`` test operations. Never in production."""
+    poll_delay: float
+    """How often a worker looks at the queue (and at abort requests). ARQ has no blocking
+    pop: a job waits up to this long before it starts (``processing.worker.EagerWorker``
+    also looks as soon as a job frees a slot). 20 polls a second cost Redis about 40
+    cheap commands a second per worker. ``TUSD_PY_WORKER_POLL_INTERVAL``."""
+    max_tries_per_child: int
+    """A warm child is replaced after this many tries (Celery's ``max_tasks_per_child``).
+    ``TUSD_PY_MAX_TASKS_PER_CHILD``."""
+    max_memory_per_child: int
+    """A warm child is replaced when a try leaves it above this resident size, in MiB
+    (Celery's ``max_memory_per_child``, there in KiB)."""
     lease_ttl: float = 10.0
     """TTL of ARQ's ``arq:in-progress:<id>`` key while a try runs (refreshed every third).
 
@@ -45,22 +60,8 @@ class ProcessingConfig:
     """Delay before the 2nd try; doubles per try (1 s, 2 s, 4 s, ...)."""
     retry_backoff_max: float = 30.0
     """Upper bound of the retry delay."""
-    poll_delay: float = 0.05
-    """How often a worker looks at the queue (and at abort requests). ARQ has no blocking
-    pop: a job waits up to this long before it starts, and one worker starts at most
-    ``max_jobs`` jobs per poll, so 0.5 s (ARQ's default) caps it at 4 tasks/s. 20 polls a
-    second cost Redis about 40 cheap commands a second per worker."""
     queue_name: str = "arq:queue"
     """The ARQ queue; the API and the workers must agree on it."""
-    max_tries_per_child: int = 1000
-    """A warm child is replaced after this many tries (Celery's ``max_tasks_per_child``)."""
-    max_memory_per_child: int = 256
-    """A warm child is replaced when a try leaves it above this resident size, in MiB
-    (Celery's ``max_memory_per_child``, there in KiB)."""
-    uploads_dir: Path | None = None
-    """Legacy: where to look for the bytes of a task whose record carries no ``source``
-    (records written before the finish hook recorded the path; the processing-only test
-    bench). The app leaves it unset: the task's ``source`` is the one truth."""
 
     def __post_init__(self) -> None:
         if self.job_timeout <= 0:
@@ -73,16 +74,8 @@ class ProcessingConfig:
             raise ValueError("max_tries_per_child and max_memory_per_child must be >= 1")
         if self.lease_ttl < 1:
             raise ValueError("lease_ttl must be >= 1 second")
-        # Paths may arrive as strings from a caller that does not use pathlib.
-        if self.uploads_dir is not None:
-            object.__setattr__(self, "uploads_dir", Path(self.uploads_dir))
+        # A path may arrive as a string (a test's worker gets its config as JSON).
         object.__setattr__(self, "results_dir", Path(self.results_dir))
-
-    def source_path(self, task_id: str) -> Path:
-        """Legacy lookup of a task's bytes under ``uploads_dir`` (see there)."""
-        if self.uploads_dir is None:
-            raise ValueError("no uploads_dir: a task's bytes are at its recorded source")
-        return self.uploads_dir / task_id
 
     def result_path(self, task_id: str) -> Path:
         """Where a completed task's result lives (renamed into place, never half-written)."""

@@ -45,10 +45,10 @@ from processing.events import EventLog
 from processing.lease import Lease
 from processing.operations import get_operation
 from processing.pool import ChildPool
-from processing.records import Task, TaskStatus, is_task_id, task_key
+from processing.records import Task, TaskStatus, is_task_id
 from processing.runner import TryFailed, run_operation
 from processing.submit import JOB_NAME
-from processing.tasks import TaskStore
+from processing.tasks import INTERRUPTED_FORMAT, TaskStore
 from processing.uploads import UploadRemover
 
 __all__ = [
@@ -84,12 +84,24 @@ class WorkerState:
     """The worker's warm children; None runs each try in a fresh one-shot child."""
 
 
-def source_of(config: ProcessingConfig, task: Task) -> Path | None:
-    """The upload's bytes: the path the finish hook recorded on the task. Records from
-    before that field existed fall back to ``config.uploads_dir``, when one is set."""
-    if task.source:
-        return Path(task.source)
-    return config.source_path(task.id) if config.uploads_dir is not None else None
+def source_of(task: Task) -> Path | None:
+    """The upload's bytes: the path the finish hook recorded on the task (None on a
+    record without one, which then fails as "the uploaded file is missing")."""
+    return Path(task.source) if task.source else None
+
+
+def _gave_up(task: Task, job_try: int) -> str:
+    """Why a task whose budget is spent fails (``begin_try`` refused to start it)."""
+    error = task.error
+    if task.status is TaskStatus.PROCESSING and task.attempts < job_try:
+        error = INTERRUPTED_FORMAT % task.attempts
+    interruptions = job_try - 1 - task.failures
+    reason = (
+        f"{task.failures} tries failed"
+        if task.failures >= task.max_attempts
+        else f"its worker died {interruptions} times"
+    )
+    return f"gave up: {reason}; last error: {error or 'unknown'}"
 
 
 class _ProgressWriter:
@@ -130,40 +142,32 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
 
 async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_try: int) -> str:
     config, tasks = state.config, state.tasks
-    # One round trip: read the task and shorten ARQ's in-progress lock to the lease's
-    # TTL at once (the Lease's first beat would otherwise be a round trip of its own).
-    async with ctx["redis"].pipeline(transaction=False) as pipe:
-        pipe.hgetall(task_key(task_id))
-        pipe.pexpire(in_progress_key_prefix + ctx["job_id"], int(config.lease_ttl * 1000))
-        raw, _ = await pipe.execute()
-    task = Task.from_fields(raw) if raw else None
+    # One round trip (TaskStore.begin_try): shorten ARQ's in-progress lock to the lease's
+    # TTL, read the task, check our budget and start the try. Our budget decides, not
+    # ARQ's start counter: failed tries against max_attempts, and starts cut short by a
+    # dying worker against MAX_INTERRUPTIONS.
+    begun = await tasks.begin_try(
+        task_id,
+        job_try,
+        job_lock=in_progress_key_prefix + ctx["job_id"],
+        lock_ms=int(config.lease_ttl * 1000),
+        max_interruptions=MAX_INTERRUPTIONS,
+    )
+    task = begun.task
     if task is None:
         return "gone"
-    if task.status.is_final:
-        return f"already {task.status.value}"
-    error = task.error
-    if task.status is TaskStatus.PROCESSING and task.attempts < job_try:
-        error = f"try {task.attempts} interrupted: its worker stopped"
-    # Our budget decides, not ARQ's start counter: failed tries against max_attempts,
-    # and starts cut short by a dying worker against MAX_INTERRUPTIONS.
-    interruptions = job_try - 1 - task.failures
-    if task.failures >= task.max_attempts or interruptions > MAX_INTERRUPTIONS:
-        reason = (
-            f"{task.failures} tries failed"
-            if task.failures >= task.max_attempts
-            else (f"its worker died {interruptions} times")
-        )
-        await tasks.fail(task, f"gave up: {reason}; last error: {error or 'unknown'}")
+    if begun.exhausted:
+        await tasks.fail(task, _gave_up(task, job_try))
         return "failed"
-    started = await tasks.start_try(task, job_try, error)
-    if started is None:
-        return "not started"  # cancelled in the meantime
+    if not begun.started:
+        return f"already {task.status.value}"
+    started = task
     try:
         get_operation(started.operation, config.enable_fault_operations)
     except KeyError:
         await tasks.fail(started, f"operation '{started.operation}' is not available", job_try)
         return "failed"
-    source = source_of(config, started)
+    source = source_of(started)
     if source is None or not source.is_file():
         await tasks.fail(started, "the uploaded file is missing", job_try)
         return "failed"

@@ -11,6 +11,31 @@ order, members ``<created ms, 13 digits>:<id>``: newest first, total order, a st
 cursor), ``tusd:tasks:active`` (unfinished tasks by creation time, for the
 reconciler) and ``tusd:tasks:finished`` (finished tasks by finish time, for
 retention).
+
+Round trips of one small task, from the finish hook to ``task.completed`` (counted in
+ARQ 0.28's source and ours; a task that ends within 0.3 s writes no progress, and its
+lease never beats):
+
+API, ``submit_task``:
+ 1. ``TaskStore.create`` (Lua: record, indexes, task.queued)
+ 2. ``ArqRedis.enqueue_job``: WATCH job key
+ 3. EXISTS job and result keys
+ 4. MULTI PSETEX ZADD EXEC
+Worker:
+ 5. ZRANGEBYSCORE of the queue (one per poll, shared by the jobs it starts)
+ 6. ``start_jobs``: WATCH in-progress key
+ 7. EXISTS in-progress key
+ 8. ZSCORE of the job in the queue
+ 9. MULTI PSETEX in-progress EXEC
+10. ``run_job``: MULTI GET job, INCR/EXPIRE try counter, ZREM abort EXEC
+11. :meth:`TaskStore.begin_try` (Lua: shorten the in-progress key, read the task, check
+    the budget, -> processing, task.progress); before it was a pipeline (HGETALL,
+    PEXPIRE) plus the start's own Lua call
+12. :meth:`TaskStore.complete` (Lua: -> completed, task.completed)
+
+After ``task.completed``: ARQ's ``finish_job`` (MULTI ... EXEC), and per poll its
+abort-set pipeline (ZRANGE, ZREMRANGEBYSCORE). Only 11 and 12 (and 1) are ours; ARQ's
+2-10 go through its public API, which offers no batching of them.
 """
 
 from __future__ import annotations
@@ -24,7 +49,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from processing.events import EventLog
+from processing.events import EventLog, stream_key
 from processing.records import (  # re-exported: the API reads the vocabulary from here too
     ACTIVE_KEY,
     FINAL_STATUSES,
@@ -61,6 +86,7 @@ __all__ = [
     "Task",
     "TaskStatus",
     "TaskStore",
+    "TryStart",
     "clean_filename",
     "decode_cursor",
     "encode_cursor",
@@ -142,6 +168,40 @@ redis.call('PEXPIRE', KEYS[2], ARGV[7])
 return {1, snapshot, id}
 """
 
+# A worker's first call for a try, folded into one round trip (ARQ's job lock, the task
+# read and the start): shorten ARQ's in-progress key to the lease's TTL; read the task;
+# refuse a missing one ({0}) or a finished one ({2, snapshot}); refuse one whose budget
+# is spent ({3, snapshot}: failed tries >= max_attempts, or more than ARGV[4] starts cut
+# short by a dying worker); else start try ARGV[1] (-> processing, error noted if the
+# previous try was interrupted) and publish task.progress: {1, snapshot, id}. The event
+# stream's key is derived from the record's owner (KEY_PREFIX .. 'events:' .. owner, as
+# events.stream_key does): a key not passed in KEYS, which a single Redis (the only
+# deployment ARQ supports) allows.
+_BEGIN_TRY = """
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local raw = redis.call('HGETALL', KEYS[1])
+if #raw == 0 then return {0} end
+local f = {}
+for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+local status = f['status']
+if status == 'completed' or status == 'failed' or status == 'cancelled' then return {2, raw} end
+local try = tonumber(ARGV[1])
+local failures = tonumber(f['failures']) or 0
+local attempts = tonumber(f['attempts']) or 0
+if failures >= tonumber(f['max_attempts']) or try - 1 - failures > tonumber(ARGV[4]) then
+  return {3, raw}
+end
+local err = f['error'] or ''
+if status == 'processing' and attempts < try then err = string.format(ARGV[5], attempts) end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'attempts', ARGV[1], 'progress_bytes', '0',
+  'started_ms', ARGV[2], 'error', err)
+local snapshot = redis.call('HGETALL', KEYS[1])
+local stream = ARGV[6] .. f['owner']
+local id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[9], unpack(snapshot))
+redis.call('PEXPIRE', stream, ARGV[8])
+return {1, snapshot, id}
+"""
+
 # Forget a finished task (retention). Refuses an unfinished one.
 _DELETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -154,6 +214,21 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
+
+
+INTERRUPTED_FORMAT = "try %d interrupted: its worker stopped"
+"""The error a task carries when its previous try's worker died (``%d``: that try)."""
+
+
+@dataclass(frozen=True)
+class TryStart:
+    """What :meth:`TaskStore.begin_try` found: ``task`` is None when it is gone; else
+    it is the task after the start (``started``), or as found when it is finished or
+    its budget is spent (``exhausted``), unchanged."""
+
+    task: Task | None
+    started: bool
+    exhausted: bool
 
 
 @dataclass(frozen=True)
@@ -180,6 +255,7 @@ class TaskStore:
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
         self._delete = redis.register_script(_DELETE)
+        self._begin_try = redis.register_script(_BEGIN_TRY)
 
     async def create(self, task: Task) -> tuple[Task, bool]:
         """Store ``task`` and publish ``task.queued`` — unless a task with its id exists,
@@ -271,6 +347,33 @@ class TaskStore:
             started_ms=now_ms(),
             error=error,
         )
+
+    async def begin_try(
+        self, task_id: str, attempt: int, *, job_lock: str, lock_ms: int, max_interruptions: int
+    ) -> TryStart:
+        """A worker's first call for try ``attempt`` of ``task_id``, in one round trip:
+        shorten ARQ's in-progress key ``job_lock`` to ``lock_ms``, read the task and, if
+        it is unfinished and its budget allows another try, start it (-> processing,
+        task.progress). ``max_interruptions`` bounds starts cut short by a dying worker
+        (``attempt - 1 - failures``); failed tries are bounded by the task's
+        ``max_attempts``. See :class:`TryStart` for the outcomes."""
+        reply = await self._begin_try(
+            keys=[task_key(task_id), job_lock],
+            args=[
+                attempt,
+                now_ms(),
+                lock_ms,
+                max_interruptions,
+                INTERRUPTED_FORMAT,
+                stream_key(""),
+                self.events.max_events,
+                self.events.ttl_ms,
+                EventName.PROGRESS.value,
+            ],
+        )
+        code = int(reply[0])
+        task = Task.from_fields(_pairs_to_dict(reply[1])) if code else None
+        return TryStart(task, code == 1, code == 3)
 
     async def report_progress(self, task: Task, attempt: int, done: int) -> Task | None:
         return await self.transition(

@@ -12,11 +12,16 @@ import gzip
 import hashlib
 import heapq
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 ProgressFn = Callable[[int], None]
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 1024 * 1024
+"""Operations read 1 MiB at a time: each chunk is then handed whole to C code
+(``bytes.upper``, the digests, zlib, ``str.split``), and the Python loop around it runs
+100 times for 100 MB instead of 1,600 (64 KiB chunks ran uppercase at about half the
+speed). Memory stays a few chunks, whatever the file's size."""
 
 
 def _chunks(source: BinaryIO, progress: ProgressFn, chunk_size: int) -> Iterator[bytes]:
@@ -27,9 +32,7 @@ def _chunks(source: BinaryIO, progress: ProgressFn, chunk_size: int) -> Iterator
         progress(done)
 
 
-UPPERCASE_CHUNK_SIZE = 1024 * 1024
-"""uppercase reads 1 MiB at a time: ``bytes.upper`` then runs long enough per call that
-the loop's overhead disappears (64 KiB chunks run at about half the speed)."""
+UPPERCASE_CHUNK_SIZE = CHUNK_SIZE
 
 
 def uppercase(
@@ -65,6 +68,9 @@ WORD_COUNTER_CAPACITY = 50_000
 # both the carry-over between chunks and the counter's memory.
 MAX_RANKED_WORD_LENGTH = 64
 TOP_WORDS = 20
+WORDCOUNT_CHUNK_SIZE = 256 * 1024
+"""wordcount's chunk: its text becomes a list of token objects (about 60 bytes each), so
+a quarter of CHUNK_SIZE keeps the child's peak memory small at the same speed."""
 
 
 class CappedCounter:
@@ -81,8 +87,8 @@ class CappedCounter:
         self.counts: dict[str, int] = {}
         self.exact = True
 
-    def add(self, word: str) -> None:
-        self.counts[word] = self.counts.get(word, 0) + 1
+    def add(self, word: str, times: int = 1) -> None:
+        self.counts[word] = self.counts.get(word, 0) + times
         if len(self.counts) > self.capacity:
             keep = heapq.nlargest(self.capacity // 2, self.counts.items(), key=lambda kv: kv[1])
             self.counts = dict(keep)
@@ -108,7 +114,7 @@ def wordcount(
     target: BinaryIO,
     progress: ProgressFn,
     *,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int = WORDCOUNT_CHUNK_SIZE,
     capacity: int = WORD_COUNTER_CAPACITY,
 ) -> None:
     """Count bytes, lines and words, and rank the 20 most frequent words (JSON).
@@ -124,6 +130,12 @@ def wordcount(
       drop rare ones (see :class:`CappedCounter`); memory stays bounded either way.
 
     Invalid UTF-8 is decoded with U+FFFD replacements: it can only affect ranking.
+
+    Speed: a chunk's text is split by ``str.split`` and its tokens counted by
+    ``collections.Counter`` (both C); Python-level work (punctuation stripping,
+    case-folding, the capped counter) runs once per *distinct* token of a chunk, not per
+    token. While the counter is exact this gives the same counts as counting one token
+    at a time; once it overflowed, counts are approximate either way.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     counter = CappedCounter(capacity)
@@ -145,13 +157,13 @@ def wordcount(
         nonlocal words, in_token, carry, carry_too_long
         words += 1
         if not carry_too_long:
-            take(carry)
+            take(carry, 1)
         in_token, carry, carry_too_long = False, "", False
 
-    def take(token: str) -> None:
+    def take(token: str, times: int) -> None:
         key = _rank_key(token)
         if key and len(key) <= MAX_RANKED_WORD_LENGTH:
-            counter.add(key)
+            counter.add(key, times)
 
     def feed(text: str) -> None:
         nonlocal words, in_token
@@ -168,9 +180,9 @@ def wordcount(
         if ends_inside and tokens:
             in_token = True
             extend(tokens.pop())
-        for token in tokens:
-            words += 1
-            take(token)
+        words += len(tokens)
+        for token, times in Counter(tokens).items():
+            take(token, times)
 
     for chunk in _chunks(source, progress, chunk_size):
         total += len(chunk)

@@ -22,11 +22,11 @@ from arq.connections import RedisSettings, create_pool
 
 from bench.harness import BenchEnv, parse_time, percentile, text_file
 from bench.report import Row
-from processing.config import ProcessingConfig
 from processing.pool import ChildPool
 from tests.support import ChildProcess
+from tusd_py.settings import Settings
 
-POLL_DELAY = ProcessingConfig.__dataclass_fields__["poll_delay"].default
+POLL_DELAY = Settings().worker_poll_interval  # the default the app runs workers with
 START_TARGET_MS = 50
 # A random pause before each sample, up to one poll interval, so that samples do not
 # lock onto the worker's poll phase (one at a time, each would land just after a poll).

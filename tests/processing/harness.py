@@ -19,13 +19,18 @@ from processing.events import Event, EventLog, event_log_for
 from processing.submit import submit_task
 from processing.tasks import Task, TaskStore
 from tests.support import ChildProcess, async_wait_until
+from tusd_py.processing_config import processing_config
+from tusd_py.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 class Bench:
-    def __init__(self, config: ProcessingConfig, arq: ArqRedis) -> None:
+    def __init__(self, config: ProcessingConfig, arq: ArqRedis, uploads_dir: Path) -> None:
         self.config = config
+        self.uploads_dir = uploads_dir
+        """The bench's own upload folder (the app's is the tus store's): ``submit`` writes
+        a task's bytes here and records that path on the task, as the finish hook does."""
         self.arq = arq
         self.events: EventLog = event_log_for(config, arq)
         self.tasks = TaskStore(arq, self.events)
@@ -62,7 +67,7 @@ class Bench:
 
     async def submit(self, content: bytes, operation: str = "uppercase", max_attempts: int = 4) -> Task:
         task_id = uuid.uuid4().hex
-        path = self.config.source_path(task_id)
+        path = self.uploads_dir / task_id
         await asyncio.to_thread(path.write_bytes, content)
         return await submit_task(
             self.tasks,
@@ -74,6 +79,7 @@ class Bench:
             size=len(content),
             operation=operation,
             max_attempts=max_attempts,
+            source=path,
         )
 
     async def wait_for(self, task_id: str, predicate: Callable[[Task], bool], within: float = 60.0) -> Task:
@@ -94,22 +100,18 @@ class Bench:
 
 async def open_bench(tmp_path: Path, database_url: str, **changes: object) -> Bench:
     """A bench on ``database_url`` (the ``redis_database`` fixture's: empty, this test's alone)."""
-    url = database_url
-    config = ProcessingConfig(
-        redis_url=url,
-        uploads_dir=tmp_path / "uploads",
-        results_dir=tmp_path / "results",
+    # The app's defaults (one source: Settings), with the bounds a test wants shorter.
+    settings = Settings(
+        data_dir=tmp_path,
+        redis_url=database_url,
         job_timeout=30.0,
-        max_tries=4,
-        max_jobs=2,
         shutdown_grace=0.0,
         enable_fault_operations=True,
-        retry_backoff=0.2,
-        lease_ttl=3.0,
-        poll_delay=0.1,
+        worker_poll_interval=0.1,
     )
-    config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-    config.uploads_dir.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(processing_config(settings), retry_backoff=0.2, lease_ttl=3.0, **changes)  # type: ignore[arg-type]
+    uploads_dir = tmp_path / "uploads"
+    uploads_dir.mkdir(parents=True, exist_ok=True)
     config.results_dir.mkdir(parents=True, exist_ok=True)
-    arq = await create_pool(RedisSettings.from_dsn(url))
-    return Bench(config, arq)
+    arq = await create_pool(RedisSettings.from_dsn(database_url))
+    return Bench(config, arq, uploads_dir)

@@ -45,12 +45,12 @@ async def test_retention_removes_records_results_and_uploads(bench: Bench):
     files = [
         touch(config.result_path(old.id)),
         touch(config.results_dir / f"{old.id}.1.abcd.tmp"),
-        touch(config.uploads_dir / f"{old.id}.info"),
+        touch(bench.uploads_dir / f"{old.id}.info"),
     ]
-    kept = [config.source_path(running.id), touch(config.uploads_dir / f"{running.id}.info")]
+    kept = [bench.uploads_dir / running.id, touch(bench.uploads_dir / f"{running.id}.info")]
 
     # Within retention nothing goes.
-    uploads = FileStore(config.uploads_dir)  # what the app's wiring hands the worker
+    uploads = FileStore(bench.uploads_dir)  # what the app's wiring hands the worker
     report = await sweep(bench.tasks, bench.arq, config, uploads=uploads)
     assert report.deleted == 0 and all(p.exists() for p in files)
 
@@ -58,7 +58,7 @@ async def test_retention_removes_records_results_and_uploads(bench: Bench):
     report = await sweep(bench.tasks, bench.arq, config, now=later, uploads=uploads)
     assert report.deleted == 1
     assert await bench.tasks.get(old.id) is None
-    assert not config.source_path(old.id).exists()
+    assert not (bench.uploads_dir / old.id).exists()
     assert not any(p.exists() for p in files)
     assert all(p.exists() for p in kept)
     assert (await bench.tasks.get(running.id)).status is TaskStatus.PROCESSING

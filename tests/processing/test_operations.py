@@ -177,3 +177,89 @@ def test_filename_from_metadata():
     assert filename_from_metadata({"filename": "null"}) == "upload"
     assert filename_from_metadata({}) == "upload"
     assert filename_from_metadata({"filename": "../x\n\x00y"}) == "../xy"
+
+
+def _reference_wordcount(data: bytes) -> dict:
+    """wordcount's definition, computed in one piece and one token at a time."""
+    text = data.decode("utf-8", errors="replace")
+    tokens = text.split()
+    keys = [transforms._rank_key(t) for t in tokens]
+    counts: dict[str, int] = {}
+    for key in keys:
+        if key and len(key) <= transforms.MAX_RANKED_WORD_LENGTH:
+            counts[key] = counts.get(key, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: transforms.TOP_WORDS]
+    return {
+        "bytes": len(data),
+        "lines": data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
+        "words": len(tokens),
+        "top_words": [{"word": w, "count": c} for w, c in top],
+        "top_words_exact": True,
+    }
+
+
+# Punctuation, case, multi-byte letters (split across chunks at small sizes), Unicode
+# whitespace (U+3000, U+00A0, the ASCII separators \x1c-\x1f), a token that straddles
+# chunks, invalid bytes, and no final newline.
+_MIXED_TEXT = (
+    "The cat, the CAT; «the» dog.\nÉté straße STRASSE naïve\u3000naïve\u00a0x\x1cy\x1fz\n"
+    + "long" * 30
+    + " (end) \xff"
+).encode("utf-8", "surrogateescape") + b"\xc3 tail"
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 64, 4096, 256 * 1024])
+def test_wordcount_chunking_matches_one_piece_reference(chunk_size):
+    data = _MIXED_TEXT * 7
+    out, progress = run(transforms.wordcount, data, chunk_size=chunk_size)
+    assert json.loads(out) == _reference_wordcount(data)
+    assert progress[-1] == len(data)
+
+
+def test_wordcount_many_repeats_per_chunk_counts_exactly():
+    # One chunk holds each word many times: counted once per distinct token, exactly.
+    data = b"b a, A a! c\n" * 10_000
+    out, _ = run(transforms.wordcount, data)
+    report = json.loads(out)
+    assert report == _reference_wordcount(data)
+    assert report["top_words"] == [
+        {"word": "a", "count": 30_000},
+        {"word": "b", "count": 10_000},
+        {"word": "c", "count": 10_000},
+    ]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, transforms.CHUNK_SIZE])
+def test_sha256_any_chunking_around_the_default_chunk(chunk_size):
+    data = bytes(range(256)) * (transforms.CHUNK_SIZE // 256) + b"\x00\x01\x02"  # 1 MiB + 3
+    if chunk_size == 1:
+        data = data[:5000]
+    out, progress = run(transforms.sha256, data, chunk_size=chunk_size)
+    assert json.loads(out) == {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha1": hashlib.sha1(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
+    assert progress[-1] == len(data)
+
+
+def test_gzip_output_is_the_same_bytes_whatever_the_chunking():
+    data = (b"some text " * 110_000 + bytes(range(256)) * 2000)[: transforms.CHUNK_SIZE + 12_345]
+    outputs = {size: run(transforms.gzip_compress, data, chunk_size=size)[0] for size in (997, 65_536)}
+    default, progress = run(transforms.gzip_compress, data)
+    assert progress == [transforms.CHUNK_SIZE, len(data)]
+    assert gzip.decompress(default) == data
+    assert outputs[997] == outputs[65_536] == default
+
+
+def test_child_run_with_early_writeback_is_byte_exact(tmp_path, monkeypatch, capsys):
+    from processing import child
+
+    monkeypatch.setattr(child, "WRITEBACK_STEP", 4096)  # many writeback calls on a small file
+    data = ("ascii line\n" * 3000 + "straße €\n" * 500).encode() + b"\xff"
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.write_bytes(data)
+    assert child.run("uppercase", str(source), str(target)) == 0
+    assert target.read_bytes() == _reference_upper(data)
+    assert capsys.readouterr().out.splitlines()[-1] == f"P {len(data)}"
