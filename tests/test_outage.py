@@ -23,10 +23,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from arq.constants import job_key_prefix
 from redis import Redis as SyncRedis
 from tusclient.client import TusClient
 
 from processing.events import stream_key
+from processing.housekeeping import LOST_AFTER_MS
+from processing.records import ACTIVE_KEY, now_ms, task_key
 from tests.support import Service, User, free_port, start_service, wait_until
 from tusd_py.embedded_redis import RedisProcess
 
@@ -209,3 +212,27 @@ def test_a_redis_outage_of_ten_seconds_loses_no_upload_and_no_task(tmp_path: Pat
             node.kill()
         service.stop()
         server.stop()
+
+
+def test_api_nodes_recover_lost_tasks_while_no_worker_runs(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Housekeeping also runs on API nodes: with no worker at all, a queued task whose ARQ
+    job was lost is enqueued again, and a processing one is failed with the reason."""
+    service = service_factory(workers=0, housekeeping_interval="1", enable_fault_operations="true")
+    user = service.register()
+    client = TusClient(f"{service.base_url}/files/", headers=user.headers)
+    queued, stuck = (upload_small(client, f"lost task {i}".encode(), "uppercase") for i in range(2))
+    long_ago = now_ms() - LOST_AFTER_MS - 60_000
+    with SyncRedis.from_url(service.env["TUSD_PY_REDIS_URL"]) as redis:
+        redis.hset(task_key(stuck), mapping={"status": "processing", "attempts": "1"})
+        for task_id in (queued, stuck):  # as if ARQ had expired or dropped the job long ago
+            redis.delete(job_key_prefix + task_id)
+            redis.zrem("arq:queue", task_id)
+            redis.zadd(ACTIVE_KEY, {task_id: long_ago})
+        wait_until(lambda: redis.exists(job_key_prefix + queued), timeout=20, what="the job enqueued again")
+    failed = task_of(service, user, stuck)
+    assert failed["status"] == "failed" and "lost" in str(failed["error"]), failed
+    assert task_of(service, user, queued)["status"] == "queued"
+    service.start_worker()
+    wait_until(lambda: task_of(service, user, queued)["status"] == "completed", timeout=30, what="completed")
+    with service.client(user) as http:
+        assert http.get(f"/tasks/{queued}/result").content == b"LOST TASK 0"
