@@ -35,8 +35,9 @@ from tusd_py.embedded_redis import RedisProcess
 
 JS_DIR = Path(__file__).parent / "js"
 OUTAGE_SECONDS = 10.0
-SLOW_TASKS = 4
-"""fault-slow tasks (about 2 s each) for one worker with max_jobs=2: two run, two wait."""
+SLOW_TASKS = 6
+"""fault-slow tasks (about 2 s each) for one worker with max_jobs=2: two run, the others
+wait (about 6 s of work, so some are still unfinished when Redis goes, even under load)."""
 
 
 def tus_head(service: Service, user: User, url: str) -> httpx.Response:
@@ -85,7 +86,7 @@ def test_a_redis_outage_of_ten_seconds_loses_no_upload_and_no_task(tmp_path: Pat
         worker = service.workers[0]
         client = TusClient(f"{service.base_url}/files/", headers=user.headers)
 
-        # Tasks in flight: two running, two queued when Redis goes.
+        # Tasks in flight: two running, the others queued.
         slow = [upload_small(client, os.urandom(20_000 + i), "fault-slow") for i in range(SLOW_TASKS)]
         wait_until(
             lambda: sum(task_of(service, user, t)["status"] == "processing" for t in slow) == 2,
@@ -120,6 +121,8 @@ def test_a_redis_outage_of_ten_seconds_loses_no_upload_and_no_task(tmp_path: Pat
         js_urls_before = [entry["uploadUrl"] for entry in json.loads(state.read_text()).values()]
 
         # --- the outage ---------------------------------------------------------------
+        unfinished = [t for t in slow if task_of(service, user, t)["status"] != "completed"]
+        assert unfinished, "tasks must be in flight when Redis goes"
         assert server.process is not None
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(10)
