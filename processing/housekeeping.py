@@ -1,8 +1,13 @@
-"""The worker's cron job: forget old tasks and their files, and leave nothing stuck.
+"""Housekeeping: forget old tasks and their files, and leave nothing stuck.
 
-Runs every minute on every worker, but under a Redis lock (``SET NX PX``, released by
-compare-and-delete), so that many workers never sweep at once. Every step is
-idempotent: a sweep cut short by a crash is finished by the next one.
+Runs every minute on every worker (an ARQ cron job) *and* on every API node (the app's
+lifespan calls :func:`sweep_once` through ``tusd_py.periodic.every``), always under one
+Redis lock (``SET NX PX``, released by compare-and-delete), so that at most one process
+sweeps at a time. Why API nodes too: the recovery of lost tasks and the retention of
+results and uploads must not depend on a worker being up (workers scaled to zero, a
+worker crash-looping, a deployment where the workers are down for hours); the API
+nodes are the processes that are always there. Every step is idempotent: a sweep cut
+short by a crash is finished by the next one.
 
 1. Finished tasks older than ``result_retention`` (by finish time): the record, its
    index entries, the result ``<results_dir>/<id>`` (and any ``<id>.*`` temporary), and
@@ -28,17 +33,19 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
 
 from processing.config import ProcessingConfig
-from processing.jobs import WorkerState
 from processing.records import KEY_PREFIX, TaskStatus, now_ms
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
 from processing.uploads import UploadRemover
+
+if TYPE_CHECKING:  # the API runs sweep_once too, and must not load the worker's job
+    from processing.jobs import WorkerState
 
 logger = logging.getLogger("processing.housekeeping")
 
@@ -152,17 +159,28 @@ async def sweep(
     return report
 
 
-async def housekeeping(ctx: dict[str, Any]) -> str:
-    """The ARQ cron job; a no-op when another worker holds the lock."""
-    state: WorkerState = ctx["state"]
-    redis: ArqRedis = ctx["redis"]
+async def sweep_once(
+    tasks: TaskStore,
+    redis: ArqRedis,
+    config: ProcessingConfig,
+    uploads: UploadRemover | None = None,
+) -> SweepReport | None:
+    """One :func:`sweep` under the housekeeping lock; None when another process (a worker
+    or an API node) holds it."""
     token = secrets.token_hex(16)
     if not await redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
-        return "skipped: another worker is sweeping"
+        return None
     try:
-        report = await sweep(state.tasks, redis, state.config, uploads=state.uploads)
+        report = await sweep(tasks, redis, config, uploads=uploads)
     finally:
         await redis.eval(_RELEASE, 1, LOCK_KEY, token)  # type: ignore[misc]
     if report.deleted or report.requeued or report.failed_lost or report.temp_files:
         logger.info("housekeeping: %s", report)
-    return str(report)
+    return report
+
+
+async def housekeeping(ctx: dict[str, Any]) -> str:
+    """The ARQ cron job; a no-op when another process holds the lock."""
+    state: WorkerState = ctx["state"]
+    report = await sweep_once(state.tasks, ctx["redis"], state.config, state.uploads)
+    return "skipped: another process is sweeping" if report is None else str(report)

@@ -16,7 +16,11 @@ How a try ends:
   killed, the task goes back to ``queued`` and the try is given back (ARQ's try
   counter is decremented), so a deploy does not burn tries;
 - the worker dies (kill -9): the child dies with it (PDEATHSIG); ARQ reruns the job
-  once the lease expires, as the next try, noting the interruption as the error.
+  once the lease expires, as the next try, noting the interruption as the error;
+- Redis goes away while the child runs: the try runs on; once it ended (its result
+  renamed into place, or its failure known) the outcome is written when Redis answers
+  again (:func:`_recorded`), so the work is not redone. Only a stopping worker's
+  cancellation ends that wait.
 
 Our budget decides, not ARQ's start counter (``arq:retry:<id>``, which also counts
 starts cut short by a dying worker): ``max_attempts`` bounds *failed* tries, and
@@ -32,9 +36,10 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from arq import Retry
 from arq.constants import in_progress_key_prefix, retry_key_prefix
@@ -44,6 +49,7 @@ from processing.config import ProcessingConfig
 from processing.events import EventLog
 from processing.lease import Lease
 from processing.operations import get_operation
+from processing.outage import OUTAGE_ERRORS, Outage
 from processing.pool import ChildPool
 from processing.records import Task, TaskStatus, is_task_id
 from processing.runner import TryFailed, run_operation
@@ -69,6 +75,27 @@ would otherwise run forever. ARQ's ``max_tries`` is set above every such bound."
 
 PROGRESS_INTERVAL = 0.3
 """Seconds between two progress writes (and task.progress events) of one task."""
+
+T = TypeVar("T")
+
+
+async def _recorded(task_id: str, what: str, write: Callable[[], Awaitable[T]]) -> T:
+    """``write()`` until Redis takes it: the try's work is done, so an outage delays its
+    record instead of turning it into a retry that redoes the work. One log line when
+    Redis is away, one when the write went through. Each write is a guarded transition
+    (:mod:`processing.tasks`), so one whose reply was lost is refused the second time,
+    never applied twice."""
+    outage: Outage | None = None
+    while True:
+        try:
+            result = await write()
+        except OUTAGE_ERRORS as exc:
+            outage = outage or Outage(f"task {task_id}: recording {what}", logger)
+            await asyncio.sleep(outage.failed(exc))
+            continue
+        if outage is not None:
+            outage.answered()
+        return result
 
 
 @dataclass(frozen=True)
@@ -112,6 +139,8 @@ class _ProgressWriter:
         self.task = task
         self.attempt = attempt
         self.last = time.monotonic()
+        self.failing = False
+        """True while writes fail (a Redis outage): one log line per change, not per write."""
 
     async def __call__(self, done: int) -> None:
         now = time.monotonic()
@@ -120,7 +149,13 @@ class _ProgressWriter:
             try:
                 await self.tasks.report_progress(self.task, self.attempt, done)
             except RedisError as exc:  # progress is best effort; the try goes on
-                logger.warning("progress of %s not stored: %s", self.task.id, exc)
+                if not self.failing:
+                    logger.warning("progress of %s not stored (%s); the try goes on", self.task.id, exc)
+                self.failing = True
+            else:
+                if self.failing:
+                    logger.warning("progress of %s stored again", self.task.id)
+                self.failing = False
 
 
 async def process_task(ctx: dict[str, Any], task_id: str) -> str:
@@ -135,7 +170,18 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
         return "gone"
     try:
         return await _process(ctx, state, task_id, job_try)
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:  # Redis went away before the try ran: one line, no traceback
+        delay = state.config.retry_delay(job_try)
+        logger.warning(
+            "try %d of %s not started (%s: %s); again in %.1f s",
+            job_try,
+            task_id,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
+        raise Retry(defer=delay) from exc
+    except OSError as exc:
         logger.exception("try %d of %s could not be recorded", job_try, task_id)
         raise Retry(defer=state.config.retry_delay(job_try)) from exc
 
@@ -214,9 +260,9 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
             run.cancel()
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-    if await tasks.complete(task, job_try) is not None:
+    if await _recorded(task.id, "its completion", lambda: tasks.complete(task, job_try)) is not None:
         return "completed"
-    latest = await tasks.get(task.id)
+    latest = await _recorded(task.id, "its completion", lambda: tasks.get(task.id))
     if latest is None or latest.status is TaskStatus.CANCELLED:
         target.unlink(missing_ok=True)  # cancelled at the last moment: no orphan result
     return "superseded"
@@ -229,9 +275,12 @@ async def _failed_try(
     failures = task.failures + 1
     message = f"try {failures} of {task.max_attempts}: {error}"
     if failures >= task.max_attempts:
-        await tasks.fail(task, message, job_try)
+        await _recorded(task.id, "its failure", lambda: tasks.fail(task, message, job_try))
         return "failed"
-    if await tasks.retry_later(task, job_try, message, failures) is None:
+    retrying = await _recorded(
+        task.id, "a failed try", lambda: tasks.retry_later(task, job_try, message, failures)
+    )
+    if retrying is None:
         return "superseded"  # cancelled, or another try took over
     raise Retry(defer=config.retry_delay(failures))
 

@@ -21,24 +21,29 @@ Settings that matter, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import cron
-from arq.connections import RedisSettings
+from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 
 from processing.config import ProcessingConfig
 from processing.events import event_log_for
 from processing.housekeeping import housekeeping
 from processing.jobs import MAX_INTERRUPTIONS, WorkerState, process_task
+from processing.outage import OUTAGE_ERRORS, Outage
 from processing.pool import ChildPool
 from processing.records import MAX_ATTEMPTS_LIMIT
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
 from processing.uploads import UploadRemover
 
-__all__ = ["run_worker", "worker_settings"]
+__all__ = ["EagerWorker", "run_worker", "worker_settings"]
 
 logger = logging.getLogger("processing.worker")
 
@@ -103,26 +108,156 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
 
 
 class EagerWorker(Worker):
-    """An ARQ worker that looks at the queue as soon as a job frees a slot.
+    """An ARQ worker that looks at the queue as soon as a job frees a slot, and that rides
+    out a Redis outage of any length.
 
-    ARQ polls every ``poll_delay``; a slot freed just after a poll stays idle until the
-    next one, which for millisecond tasks costs more than the work. This subclass runs
-    one extra poll iteration right after a job's slot is released (ARQ's own done
-    callback, ``_release_sem_dec_counter_on_complete``; ARQ is pinned to 0.28.x). Poll
-    iterations never overlap: a lock serializes the extra ones with the regular loop.
+    Eager polling: ARQ polls every ``poll_delay``; a slot freed just after a poll stays
+    idle until the next one, which for millisecond tasks costs more than the work. This
+    subclass runs one extra poll iteration right after a job's slot is released (ARQ's own
+    done callback, ``_release_sem_dec_counter_on_complete``; ARQ is pinned to 0.28.x).
+    Poll iterations never overlap: a lock serializes the extra ones with the regular loop.
+
+    Outages: ARQ 0.28 lets a ``ConnectionError`` out of its poll loop (``_poll_iteration``:
+    the queue read, ``start_jobs``, ``_cancel_aborted_jobs``, the heartbeat and the cron
+    enqueue), out of ``run_job``'s start and finish pipelines, out of start-up
+    (``create_pool`` gives up after 5 s) and out of ``close``; each ends the process. Here:
+
+    - start-up waits for Redis as long as it takes;
+    - a poll iteration that fails is skipped, and the loop waits (backoff up to
+      :data:`~processing.outage.MAX_DELAY`) and then probes Redis; one log line when Redis
+      goes, one when it is back;
+    - a slot ARQ took for a job whose start failed is given back (ARQ would leak it);
+    - a job whose start pipeline failed never ran: its ``arq:in-progress`` key (which ARQ
+      sets for the largest timeout + 10 s) is dropped once Redis is back, so it runs then;
+    - a job that ran keeps its slot until ARQ's finish (result, retry score, in-progress
+      key) is written, which waits for Redis; on Redis's return the first thing the poll
+      loop does is re-arm the in-progress keys of this worker's running jobs (they may have
+      expired during the outage), so that no poll of ours starts one of them a second time;
+    - on SIGTERM during an outage the worker still stops: waits give up, children are killed.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, lease_ttl: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._poll_lock: asyncio.Lock | None = None
         self._eager: set[asyncio.Task[None]] = set()
         self._eager_pending = False
+        self._lease_ms = int(lease_ttl * 1000)
+        self.outage = Outage("worker", logger)
+        self._redis_up = asyncio.Event()
+        self._redis_up.set()
+        self._unstarted: set[str] = set()
+        """Jobs whose ``run_job`` lost Redis before the function ran."""
+        self._closing = False
+
+    # -- start-up --------------------------------------------------------------------
+
+    async def main(self) -> None:
+        while True:
+            try:
+                if self._pool is None:
+                    self._pool = await create_pool(
+                        dataclasses.replace(self.redis_settings, conn_retries=0),
+                        job_deserializer=self.job_deserializer,
+                        job_serializer=self.job_serializer,
+                        default_queue_name=self.queue_name,
+                        expires_extra_ms=self.expires_extra_ms,
+                    )
+                    self.outage.answered()
+                # Raises only before its poll loop (ARQ's Redis INFO at start-up): the
+                # loop's own errors are caught in _poll_iteration, and on_startup does no I/O.
+                await super().main()
+                return
+            except OUTAGE_ERRORS as exc:
+                await asyncio.sleep(self.outage.failed(exc))
+
+    # -- the poll loop ---------------------------------------------------------------
 
     async def _poll_iteration(self) -> None:
         if self._poll_lock is None:
             self._poll_lock = asyncio.Lock()
         async with self._poll_lock:
-            await super()._poll_iteration()
+            try:
+                if not self._redis_up.is_set() or self.outage.down:
+                    await self._recover()
+                await super()._poll_iteration()
+            except OUTAGE_ERRORS as exc:
+                self._redis_up.clear()
+                await asyncio.sleep(self.outage.failed(exc))
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if not self.outage.down:
+            self.outage.failed(exc)
+        self._redis_up.clear()
+
+    async def _recover(self) -> None:
+        """First contact after an outage: re-arm our running jobs' in-progress keys, free
+        the jobs that never started; then let waiting finishes write."""
+        running = [job_id for job_id, task in self.tasks.items() if not task.done()]
+        unstarted = set(self._unstarted)
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.ping()
+            for job_id in running:
+                if job_id not in unstarted:
+                    pipe.set(in_progress_key_prefix + job_id, b"1", px=self._lease_ms)
+            for job_id in unstarted:
+                pipe.delete(in_progress_key_prefix + job_id)
+            await pipe.execute()
+        self._unstarted -= unstarted
+        self.outage.answered()
+        self._redis_up.set()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # One job per call, so that a Redis error is known to belong to one job: ARQ has
+        # then counted it in job_counter and taken a semaphore slot, but started no task.
+        for job_id in job_ids:
+            if self.job_counter >= self.max_jobs:
+                return
+            try:
+                await super().start_jobs([job_id])
+            except OUTAGE_ERRORS:
+                if job_id.decode() not in self.tasks:
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+
+    # -- one job ---------------------------------------------------------------------
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        try:
+            await super().run_job(job_id, score)
+        except OUTAGE_ERRORS as exc:
+            # Only ARQ's start pipeline gets here (finishes wait below): nothing ran.
+            self._mark_down(exc)
+            self._unstarted.add(job_id)
+            logger.warning("job %s not started: Redis unavailable; it runs once Redis is back", job_id)
+
+    async def finish_job(self, job_id: str, *args: Any) -> None:
+        await self._until_written(job_id, lambda: super(EagerWorker, self).finish_job(job_id, *args))
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await self._until_written(
+            job_id, lambda: super(EagerWorker, self).finish_failed_job(job_id, result_data)
+        )
+
+    async def _until_written(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Write a finished job's outcome to ARQ once Redis answers (the poll loop probes
+        it); give up only when the worker is stopping (the job then runs again)."""
+        while True:
+            try:
+                await write()
+                return
+            except OUTAGE_ERRORS as exc:
+                self._mark_down(exc)
+            while not self._redis_up.is_set():
+                if self._closing or self.main_task is None or self.main_task.done():
+                    logger.warning(
+                        "job %s: stopping before Redis is back; its outcome in ARQ is lost", job_id
+                    )
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._redis_up.wait(), 0.5)
+
+    # -- eager polling ---------------------------------------------------------------
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -140,8 +275,26 @@ class EagerWorker(Worker):
         except Exception:  # the regular loop polls again and reports what is wrong
             logger.exception("eager poll failed")
 
+    # -- shutdown --------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closing = True
+        try:
+            await super().close()
+        except OUTAGE_ERRORS as exc:
+            # ARQ's close deletes its health key first; without Redis, still stop the
+            # children (on_shutdown) and drop the connections.
+            logger.warning("stopping without Redis (%s: %s)", type(exc).__name__, exc)
+            if self.on_shutdown is not None:
+                await self.on_shutdown(self.ctx)
+            if self._pool is not None:
+                with contextlib.suppress(*OUTAGE_ERRORS):
+                    await self._pool.close(close_connection_pool=True)
+                self._pool = None
+
 
 def run_worker(config: ProcessingConfig, uploads: UploadRemover | None = None) -> None:
-    """Run one worker until SIGTERM/SIGINT (blocking). Logging is the caller's to set up."""
+    """Run one worker until SIGTERM/SIGINT (blocking), through any Redis outage. Logging
+    is the caller's to set up."""
     asyncio.set_event_loop(asyncio.new_event_loop())
-    EagerWorker(**worker_settings(config, uploads)).run()
+    EagerWorker(lease_ttl=config.lease_ttl, **worker_settings(config, uploads)).run()

@@ -22,6 +22,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 
 from auth.backend import BearerBackend
 from auth.routes import AuthEndpoints
+from processing.housekeeping import sweep_once
 from tusd_py.console import console_routes
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
@@ -37,6 +38,7 @@ from tusd_py.health import health_routes
 from tusd_py.hosts import HostGuard, default_allowed_hosts
 from tusd_py.metrics import Metrics, MetricsMiddleware
 from tusd_py.periodic import every
+from tusd_py.processing_config import processing_config
 from tusd_py.security_headers import SecurityHeaders
 from tusd_py.settings import Settings
 from tusd_py.tasks_api import TaskEndpoints
@@ -60,6 +62,9 @@ CORS_ALLOW_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
 SWEEP_INTERVAL = 60.0
 """Seconds between two sweeps of expired unfinished uploads (one node per round)."""
 SWEEP_LOCK = "tusd:lock:upload-sweep"
+HOUSEKEEPING_ROUND_LOCK = "tusd:lock:housekeeping-round"
+"""One API node per round tries; the sweep itself takes processing's housekeeping lock,
+which it shares with the workers' cron (see processing/housekeeping.py)."""
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -100,10 +105,20 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         sweeper = asyncio.create_task(every(SWEEP_INTERVAL, services.redis, SWEEP_LOCK, tus.sweep_expired))
+        config = processing_config(settings)
+        housekeeper = asyncio.create_task(  # also here, so it never waits for a worker
+            every(
+                settings.housekeeping_interval,
+                services.redis,
+                HOUSEKEEPING_ROUND_LOCK,
+                lambda: sweep_once(services.tasks, services.arq, config, services.upload_store),
+            )
+        )
         try:
             yield
         finally:
             sweeper.cancel()
+            housekeeper.cancel()
             await services.redis.aclose()
 
     return Starlette(

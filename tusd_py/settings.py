@@ -207,6 +207,9 @@ class Settings:
     max_memory_per_child: int = _env(
         _int(1), 256, "MiB of resident memory above which a warm child is replaced after its try."
     )
+    housekeeping_interval: float = _env(
+        _float(1), 60.0, "Seconds between an API node's housekeeping rounds (workers sweep each minute too)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
