@@ -57,6 +57,9 @@ class ProcessingConfig:
     max_memory_per_child: int = 256
     """A warm child is replaced when a try leaves it above this resident size, in MiB
     (Celery's ``max_memory_per_child``, there in KiB)."""
+    storage_quota: int = 10 * 1024**3
+    """Bytes one user may keep (uploads and results); a result that would pass it fails
+    its task (the API checks the same bound at upload creation)."""
     uploads_dir: Path | None = None
     """Legacy: where to look for the bytes of a task whose record carries no ``source``
     (records written before the finish hook recorded the path; the processing-only test

@@ -10,9 +10,9 @@ from .filestore import FileStore
 from .handler import TusHandler
 from .hooks import Hooks
 from .locker import Locker, LockTimeout
-from .memory import MemoryLocker, MemoryQuota
+from .memory import MemoryLocker, MemoryQuota, MemoryStorageQuota
 from .protocol import TUS_VERSION
-from .quota import Quota, QuotaExceeded
+from .quota import Quota, QuotaExceeded, StorageQuota
 from .redislocker import RedisLocker
 from .redisquota import RedisQuota
 from .store import Store, UploadInfo
@@ -26,10 +26,12 @@ __all__ = [
     "Locker",
     "MemoryLocker",
     "MemoryQuota",
+    "MemoryStorageQuota",
     "Quota",
     "QuotaExceeded",
     "RedisLocker",
     "RedisQuota",
+    "StorageQuota",
     "Store",
     "TusError",
     "TusHandler",
