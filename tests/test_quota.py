@@ -4,15 +4,26 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
+from arq.connections import ArqRedis
 from redis import Redis as SyncRedis
 
-from processing.usage import result_room
+from processing.events import event_log_for
+from processing.housekeeping import sweep
+from processing.tasks import TaskStore, now_ms
+from processing.usage import StorageLedger, result_room
 from tests.support import Service, User
+from tusd_py.processing_config import processing_config
+from tusd_py.settings import Settings
+from tusd_py.tus import FileStore, Hooks, MemoryLocker, TusHandler, UploadInfo
+from tusd_py.usage import LedgerStorageQuota
 
 Factory = Callable[..., Service]
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -252,3 +263,67 @@ def test_a_zero_quota_refuses_every_upload_with_bytes(service_factory: Factory) 
     with service.client(user) as client:
         assert_quota_refusal(create(client, 1), 0)
         assert create(client, 0).status_code == 201  # an empty upload keeps nothing
+
+
+# -- releases: expiry and retention ---------------------------------------------------------------
+
+
+async def test_expiry_frees_the_storage_quota(tmp_path: Path, redis_database: str) -> None:
+    """The expiry sweep goes through the termination path: the ledger forgets the upload."""
+    redis = aioredis.Redis.from_url(redis_database)
+    try:
+        ledger = StorageLedger(redis, limit=10_000)
+        store = FileStore(tmp_path)
+
+        async def nobody(request: object) -> str | None:
+            return None
+
+        handler = TusHandler(
+            store,
+            MemoryLocker(),
+            Hooks(nobody),
+            max_size=1000,
+            expiry_seconds=60,
+            storage=LedgerStorageQuota(ledger),
+        )
+        info = UploadInfo(id=uuid.uuid4().hex, owner="alice", length=500, created_at=time.time() - 120)
+        assert handler.admission is not None
+        await handler.admission.reserve(info, 500)
+        await store.create(info)
+        stamp = time.time() - 120
+        os.utime(store.data_path(info.id), (stamp, stamp))
+        assert await ledger.used("alice") == 500 + result_room(500)
+        assert await handler.sweep_expired() == 1
+        assert await ledger.entries("alice") == {}
+    finally:
+        await redis.aclose()
+
+
+async def test_retention_frees_the_upload_and_its_result(service_factory: Factory) -> None:
+    service = service_factory(workers=1)
+    user = service.register()
+    with service.client(user) as client:
+        created = create(client, 5, body=b"hello")
+        wait_status(client, upload_id(created), "completed")
+        assert usage(client)["bytes_used"] == 10
+    redis = aioredis.Redis.from_url(service.env["TUSD_PY_REDIS_URL"])
+    try:
+        config = processing_config(Settings.from_env(service.env))
+        ledger = StorageLedger(redis, limit=config.storage_quota)
+        tasks = TaskStore(redis, event_log_for(config, redis))
+        arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
+        later = now_ms() + (config.result_retention + 1) * 1000
+        report = await sweep(
+            tasks,
+            arq,
+            config,
+            later,
+            uploads=FileStore(Settings.from_env(service.env).uploads_dir),
+            usage=ledger,
+        )
+        assert report.deleted == 1
+        assert await ledger.entries(user.id) == {}
+    finally:
+        await redis.aclose()
+    with service.client(user) as client:
+        assert usage(client)["bytes_used"] == 0
