@@ -1,6 +1,7 @@
 """tus 1.0.0 resumable uploads for Starlette, modelled on tusd's pkg/handler.
 
-Compose a store, a locker, a quota and the application's hooks into a
+Compose a store, a locker, a quota (pending caps), optionally a storage quota
+(:class:`StorageQuota`, over everything an owner keeps) and the application's hooks into a
 :class:`TusHandler` and mount its ``routes``. This package imports nothing else of
 tusd-py; only :mod:`.redislocker` and :mod:`.redisquota` import ``redis``.
 """
