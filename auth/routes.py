@@ -36,6 +36,10 @@ AccountRemoved = Callable[[str], Awaitable[None]]
 """Called with the user id after an account is removed, so the application can
 cancel its tasks and delete its uploads, results and events (auth knows none)."""
 
+UsageProvider = Callable[[str], Awaitable[Mapping[str, Any]]]
+"""Given the user id, what the user keeps and may keep (``usage`` of ``GET /auth/me``);
+the application knows uploads and tasks, auth does not."""
+
 
 class AuthError(HTTPException):
     """Rendered as ``{"error": {"code", "message"}}`` by the application."""
@@ -115,12 +119,14 @@ class AuthEndpoints:
         tokens: TokenService,
         throttle: Throttle,
         on_account_removed: AccountRemoved | None = None,
+        usage: UsageProvider | None = None,
     ) -> None:
         self.users = users
         self.passwords = passwords
         self.tokens = tokens
         self.throttle = throttle
         self.on_account_removed = on_account_removed
+        self.usage = usage
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -224,7 +230,10 @@ class AuthEndpoints:
         user = await self.users.get(_current_user(request).identity)
         if user is None:
             raise _unauthorized("user no longer exists")
-        return JSONResponse({"id": user.id, "username": user.username})
+        body: dict[str, Any] = {"id": user.id, "username": user.username}
+        if self.usage is not None:
+            body["usage"] = dict(await self.usage(user.id))
+        return JSONResponse(body)
 
     async def ticket(self, request: Request) -> JSONResponse:
         ticket, ttl = self.tokens.issue_ticket(_current_user(request).claims)

@@ -50,6 +50,9 @@ class ProcessingConfig:
     max_memory_per_child: int
     """A warm child is replaced when a try leaves it above this resident size, in MiB
     (Celery's ``max_memory_per_child``, there in KiB)."""
+    storage_quota: int
+    """Bytes one user may keep (uploads and results); a result that would pass it fails
+    its task (the API checks the same bound at upload creation). ``TUSD_PY_STORAGE_QUOTA``."""
     lease_ttl: float = 10.0
     """TTL of ARQ's ``arq:in-progress:<id>`` key while a try runs (refreshed every third).
 

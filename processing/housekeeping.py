@@ -12,7 +12,8 @@ short by a crash is finished by the next one.
 1. Finished tasks older than ``result_retention`` (by finish time): the record, its
    index entries, the result ``<results_dir>/<id>`` (and any ``<id>.*`` temporary), and
    the upload, through the :class:`~processing.uploads.UploadRemover` the app hands in
-   (the tus store: processing does not know its layout).
+   (the tus store: processing does not know its layout); their bytes leave the
+   owner's storage quota (:mod:`processing.usage`).
 2. Unfinished tasks older than ``LOST_AFTER`` whose ARQ job no longer exists (expired
    after a day in the queue, or dropped by ARQ): a ``queued`` one is enqueued again (an
    old ``arq:result:<id>`` that would make ARQ refuse the id is dropped first), a
@@ -43,6 +44,7 @@ from processing.records import KEY_PREFIX, TaskStatus, now_ms
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
 from processing.uploads import UploadRemover
+from processing.usage import StorageLedger
 
 if TYPE_CHECKING:  # the API runs sweep_once too, and must not load the worker's job
     from processing.jobs import WorkerState
@@ -108,6 +110,7 @@ async def sweep(
     now: int | None = None,
     *,
     uploads: UploadRemover | None = None,
+    usage: StorageLedger | None = None,
 ) -> SweepReport:
     """One pass of all four steps (no lock: see :func:`housekeeping`). Without
     ``uploads`` (a processing-only bench) retention removes records and results only."""
@@ -127,6 +130,8 @@ async def sweep(
             await asyncio.to_thread(remove_result_files, config, task_id)
             if uploads is not None:
                 await uploads.remove(task_id)
+            if usage is not None and task is not None:
+                await usage.release_task(task.owner, task_id)
             report.deleted += 1
 
     # 2. lost jobs
@@ -164,6 +169,7 @@ async def sweep_once(
     redis: ArqRedis,
     config: ProcessingConfig,
     uploads: UploadRemover | None = None,
+    usage: StorageLedger | None = None,
 ) -> SweepReport | None:
     """One :func:`sweep` under the housekeeping lock; None when another process (a worker
     or an API node) holds it."""
@@ -171,7 +177,7 @@ async def sweep_once(
     if not await redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
         return None
     try:
-        report = await sweep(tasks, redis, config, uploads=uploads)
+        report = await sweep(tasks, redis, config, uploads=uploads, usage=usage)
     finally:
         await redis.eval(_RELEASE, 1, LOCK_KEY, token)  # type: ignore[misc]
     if report.deleted or report.requeued or report.failed_lost or report.temp_files:
@@ -182,5 +188,5 @@ async def sweep_once(
 async def housekeeping(ctx: dict[str, Any]) -> str:
     """The ARQ cron job; a no-op when another process holds the lock."""
     state: WorkerState = ctx["state"]
-    report = await sweep_once(state.tasks, ctx["redis"], state.config, state.uploads)
+    report = await sweep_once(state.tasks, ctx["redis"], state.config, state.uploads, state.usage)
     return "skipped: another process is sweeping" if report is None else str(report)

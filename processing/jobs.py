@@ -56,6 +56,7 @@ from processing.runner import TryFailed, run_operation
 from processing.submit import JOB_NAME
 from processing.tasks import INTERRUPTED_FORMAT, TaskStore
 from processing.uploads import UploadRemover
+from processing.usage import StorageLedger, result_entry
 
 __all__ = [
     "JOB_NAME",
@@ -109,6 +110,8 @@ class WorkerState:
     """None only in processing-only test benches: retention then keeps uploads."""
     pool: ChildPool | None = None
     """The worker's warm children; None runs each try in a fresh one-shot child."""
+    usage: StorageLedger | None = None
+    """The per-user storage ledger a result is charged to; None charges nothing."""
 
 
 def source_of(task: Task) -> Path | None:
@@ -241,6 +244,13 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
         async with lease:
             try:
                 await run
+                if not await _charge_result(state, task, temporary):
+                    limit = state.usage.limit if state.usage is not None else 0
+                    message = (
+                        f"the result would pass your storage quota (TUSD_PY_STORAGE_QUOTA, {limit} bytes)"
+                    )
+                    await tasks.fail(task, message, job_try)
+                    return "failed"
                 await asyncio.to_thread(os.replace, temporary, target)
             except asyncio.CancelledError:
                 this = asyncio.current_task()
@@ -265,7 +275,18 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     latest = await _recorded(task.id, "its completion", lambda: tasks.get(task.id))
     if latest is None or latest.status is TaskStatus.CANCELLED:
         target.unlink(missing_ok=True)  # cancelled at the last moment: no orphan result
+        if state.usage is not None:
+            await state.usage.release(task.owner, result_entry(task.id))
     return "superseded"
+
+
+async def _charge_result(state: WorkerState, task: Task, temporary: Path) -> bool:
+    """Charge the written result's real size to its owner (it replaces the room held
+    back at upload); False if it would pass the storage quota."""
+    if state.usage is None:
+        return True
+    size = (await asyncio.to_thread(os.stat, temporary)).st_size
+    return await state.usage.charge_result(task.owner, task.id, size)
 
 
 async def _failed_try(

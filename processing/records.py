@@ -58,6 +58,12 @@ def owner_index_key(owner: str) -> str:
     return f"{KEY_PREFIX}tasks:by-owner:{owner}"
 
 
+def owner_active_key(owner: str) -> str:
+    """The owner's unfinished tasks (a sorted set by creation time): their count is the
+    cap ``TUSD_PY_MAX_UNFINISHED_TASKS`` checks, in one ``ZCARD``."""
+    return f"{KEY_PREFIX}tasks:active-by-owner:{owner}"
+
+
 def is_task_id(value: str) -> bool:
     return bool(TASK_ID_RE.match(value))
 

@@ -9,7 +9,8 @@ the event stream is in the same order as the state changes.
 Other keys: ``tusd:tasks:by-owner:<owner>`` (a sorted set used in lexicographic
 order, members ``<created ms, 13 digits>:<id>``: newest first, total order, a stable
 cursor), ``tusd:tasks:active`` (unfinished tasks by creation time, for the
-reconciler) and ``tusd:tasks:finished`` (finished tasks by finish time, for
+reconciler), ``tusd:tasks:active-by-owner:<owner>`` (the same per owner, for the
+unfinished-tasks cap) and ``tusd:tasks:finished`` (finished tasks by finish time, for
 retention).
 
 Round trips of one small task, from the finish hook to ``task.completed`` (counted in
@@ -66,6 +67,7 @@ from processing.records import (  # re-exported: the API reads the vocabulary fr
     filename_from_metadata,
     is_task_id,
     now_ms,
+    owner_active_key,
     owner_index_key,
     rfc3339,
     task_key,
@@ -93,6 +95,7 @@ __all__ = [
     "filename_from_metadata",
     "is_task_id",
     "now_ms",
+    "owner_active_key",
     "owner_index_key",
     "rfc3339",
     "task_key",
@@ -132,6 +135,7 @@ for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[3])
 local snapshot = redis.call('HGETALL', KEYS[1])
 local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4], unpack(snapshot))
 redis.call('PEXPIRE', KEYS[4], ARGV[6])
@@ -160,6 +164,7 @@ if #ARGV >= 8 then
 end
 if ARGV[4] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[5])
+  redis.call('ZREM', KEYS[5], ARGV[5])
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 end
 local snapshot = redis.call('HGETALL', KEYS[1])
@@ -212,6 +217,7 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 return 1
 """
 
@@ -269,6 +275,7 @@ class TaskStore:
                 owner_index_key(task.owner),
                 ACTIVE_KEY,
                 self.events.stream_key(task.owner),
+                owner_active_key(task.owner),
             ],
             args=[
                 task.index_member,
@@ -317,7 +324,13 @@ class TaskStore:
         if "status" in changes and TaskStatus(changes["status"]).is_final:
             finished = str(updated.finished_ms or now_ms())
         result = await self._transition(
-            keys=[task_key(task.id), self.events.stream_key(task.owner), ACTIVE_KEY, FINISHED_KEY],
+            keys=[
+                task_key(task.id),
+                self.events.stream_key(task.owner),
+                ACTIVE_KEY,
+                FINISHED_KEY,
+                owner_active_key(task.owner),
+            ],
             args=[
                 event.value,
                 " ".join(TaskStatus(s).value for s in allowed),
@@ -483,10 +496,25 @@ class TaskStore:
     async def delete(self, task: Task) -> bool:
         """Forget a finished task (retention); False if it is not finished."""
         result = await self._delete(
-            keys=[task_key(task.id), owner_index_key(task.owner), ACTIVE_KEY, FINISHED_KEY],
+            keys=[
+                task_key(task.id),
+                owner_index_key(task.owner),
+                ACTIVE_KEY,
+                FINISHED_KEY,
+                owner_active_key(task.owner),
+            ],
             args=[task.id, task.index_member],
         )
         return bool(int(result))
+
+    async def unfinished_count(self, owner: str) -> int:
+        """``owner``'s queued, processing and retrying tasks (one ``ZCARD``)."""
+        return int(await self.redis.zcard(owner_active_key(owner)))
+
+    async def ids_of(self, owner: str) -> list[str]:
+        """Every task id of ``owner`` (account removal)."""
+        members = await self.redis.zrange(owner_index_key(owner), 0, -1)
+        return [text(member).split(":", 1)[1] for member in members]
 
     async def finished_before(self, cutoff_ms: int, limit: int = 200) -> list[str]:
         ids = await self.redis.zrangebyscore(FINISHED_KEY, "-inf", cutoff_ms, start=0, num=limit)

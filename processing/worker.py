@@ -42,6 +42,7 @@ from processing.records import MAX_ATTEMPTS_LIMIT
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
 from processing.uploads import UploadRemover
+from processing.usage import StorageLedger
 
 __all__ = ["EagerWorker", "run_worker", "worker_settings"]
 
@@ -67,7 +68,14 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
             max_memory_per_child=config.max_memory_per_child * 1024 * 1024,
         )
         await pool.start()
-        ctx["state"] = WorkerState(config, TaskStore(ctx["redis"], events), events, uploads, pool)
+        ctx["state"] = WorkerState(
+            config,
+            TaskStore(ctx["redis"], events),
+            events,
+            uploads,
+            pool,
+            usage=StorageLedger(ctx["redis"], limit=config.storage_quota),
+        )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         state: WorkerState | None = ctx.get("state")

@@ -60,7 +60,17 @@ def test_register_login_me(live: Service) -> None:
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "bearer" and body["expires_in"] == 900
     response = me(live, body["access_token"])
-    assert response.json() == {"id": created.json()["id"], "username": username}
+    assert response.json() == {
+        "id": created.json()["id"],
+        "username": username,
+        "usage": {
+            "bytes_used": 0,
+            "bytes_allowed": 10 * 1024**3,
+            "unfinished_uploads": 0,
+            "unfinished_tasks": 0,
+            "unfinished_tasks_allowed": 1000,
+        },
+    }
 
 
 def test_username_taken_case_insensitively(live: Service, user: User) -> None:

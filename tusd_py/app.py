@@ -23,6 +23,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from auth.backend import BearerBackend
 from auth.routes import AuthEndpoints
 from processing.housekeeping import sweep_once
+from tusd_py.accounts import AccountRemoval
 from tusd_py.console import console_routes
 from tusd_py.cors import StrictCORSMiddleware
 from tusd_py.docs import docs_routes
@@ -43,6 +44,7 @@ from tusd_py.security_headers import SecurityHeaders
 from tusd_py.settings import Settings
 from tusd_py.tasks_api import TaskEndpoints
 from tusd_py.tus import TUS_VERSION, TusHandler
+from tusd_py.usage import Usage
 from tusd_py.wiring import Services, build_services
 
 logger = logging.getLogger("tusd_py")
@@ -83,8 +85,29 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
         trust_proxy=settings.trust_proxy,
         quota=services.quota,
         idle_seconds=settings.upload_idle_timeout,
+        storage=services.storage,
     )
-    auth = AuthEndpoints(services.users, services.passwords, services.tokens, services.throttle)
+    auth = AuthEndpoints(
+        services.users,
+        services.passwords,
+        services.tokens,
+        services.throttle,
+        on_account_removed=AccountRemoval(
+            services.tasks,
+            services.arq,
+            services.events,
+            services.ledger,
+            services.quota,
+            tus.remove_upload,
+            results_dir=settings.results_dir,
+        ),
+        usage=Usage(
+            services.ledger,
+            services.quota,
+            services.tasks,
+            max_unfinished_tasks=settings.max_unfinished_tasks,
+        ),
+    )
     tasks = TaskEndpoints(
         services.tasks,
         services.arq,
@@ -111,7 +134,9 @@ def assemble_app(services: Services, settings: Settings) -> Starlette:
                 settings.housekeeping_interval,
                 services.redis,
                 HOUSEKEEPING_ROUND_LOCK,
-                lambda: sweep_once(services.tasks, services.arq, config, services.upload_store),
+                lambda: sweep_once(
+                    services.tasks, services.arq, config, services.upload_store, services.ledger
+                ),
             )
         )
         try:

@@ -28,6 +28,7 @@ def processing_config(settings: Settings) -> ProcessingConfig:
         poll_delay=settings.worker_poll_interval,
         max_tries_per_child=settings.max_tasks_per_child,
         max_memory_per_child=settings.max_memory_per_child,
+        storage_quota=settings.storage_quota,
     )
 
 

@@ -150,6 +150,12 @@ class Settings:
         60.0,
         "Seconds after its last write an unfinished upload may be evicted to make room under the caps.",
     )
+    storage_quota: int = _env(
+        _int(0), 10 * 1024**3, "Bytes one user may keep: uploads (finished or not) and results (403 past it)."
+    )
+    max_unfinished_tasks: int = _env(
+        _int(1), 1000, "Queued, processing and retrying tasks one user may have (429 at upload creation)."
+    )
     login_rate_limit: str = _env(
         str, "10/minute", "Failed logins allowed per username and per client IP (limits syntax)."
     )

@@ -36,6 +36,7 @@ from processing.operations import validate_operation
 from processing.records import filename_from_metadata
 from processing.submit import cancel_task, submit_task
 from processing.tasks import TaskStore
+from processing.usage import StorageLedger
 from tusd_py.events_api import StreamSlots
 from tusd_py.processing_config import processing_config
 from tusd_py.settings import Settings
@@ -50,6 +51,11 @@ from tusd_py.tus import (
     TusError,
     UploadInfo,
 )
+from tusd_py.usage import LedgerStorageQuota
+
+UNFINISHED_TASKS_RETRY_AFTER = 30
+"""Seconds a client refused by the unfinished-tasks cap is asked to wait (tasks finish
+in seconds to minutes; Uppy ignores the value and retries a 429 a few times anyway)."""
 
 REDIS_TIMEOUT = 1.0
 """Seconds a Redis connect or command may take before it fails (RedisError -> 503/423).
@@ -82,6 +88,8 @@ class Services:
     upload_store: FileStore
     locker: Locker
     quota: Quota
+    ledger: StorageLedger
+    storage: LedgerStorageQuota
     hooks: Hooks
 
 
@@ -108,6 +116,7 @@ def build_services(settings: Settings) -> Services:
     tasks = TaskStore(redis, events)
     arq = ArqRedis(connection_pool=redis.connection_pool, default_queue_name=config.queue_name)
     upload_store = FileStore(settings.uploads_dir)
+    ledger = StorageLedger(redis, limit=settings.storage_quota)
     return Services(
         redis=redis,
         users=UserStore(redis),
@@ -130,7 +139,16 @@ def build_services(settings: Settings) -> Services:
         quota=RedisQuota(
             redis, max_uploads=settings.max_pending_uploads, max_bytes=settings.max_pending_bytes
         ),
-        hooks=upload_hooks(config, tasks, events, arq, data_path=upload_store.data_path),
+        ledger=ledger,
+        storage=LedgerStorageQuota(ledger),
+        hooks=upload_hooks(
+            config,
+            tasks,
+            events,
+            arq,
+            data_path=upload_store.data_path,
+            max_unfinished_tasks=settings.max_unfinished_tasks,
+        ),
     )
 
 
@@ -141,6 +159,7 @@ def upload_hooks(
     arq: ArqRedis,
     *,
     data_path: Callable[[str], Path],
+    max_unfinished_tasks: int | None = None,
 ) -> Hooks:
     """The tus handler's hooks: uploads belong to the authenticated user, and become tasks.
 
@@ -150,7 +169,10 @@ def upload_hooks(
     ``pre_create`` answers 400 (with the reason) for metadata that cannot become a task;
     it is not applied to partial uploads: they never become tasks themselves
     (tus-js-client's parallel uploads send the metadata with the final upload only), the
-    final upload is checked. ``post_finish`` runs once per finished upload; if it raises,
+    final upload is checked. It also answers 429 (``Retry-After``) when the user already
+    has ``max_unfinished_tasks`` queued, processing or retrying tasks: checked at
+    creation, never at completion, so an upload in flight always becomes its task.
+    ``post_finish`` runs once per finished upload; if it raises,
     the client's request answers 423 (Redis away) or 500, and its retry runs it again (submitting is
     idempotent). ``post_terminate`` runs after the owner DELETEd an upload.
     """
@@ -168,6 +190,20 @@ def upload_hooks(
             validate_operation(info.metadata, config.enable_fault_operations)
         except ValueError as error:
             raise TusError(400, "invalid_metadata", str(error)) from None
+        if max_unfinished_tasks is None:
+            return
+        try:
+            unfinished = await tasks.unfinished_count(info.owner)
+        except RedisError as error:
+            raise BackendUnavailable(str(error)) from error
+        if unfinished >= max_unfinished_tasks:
+            raise TusError(
+                429,
+                "too_many_tasks",
+                f"{unfinished} of your tasks are unfinished (TUSD_PY_MAX_UNFINISHED_TASKS is "
+                f"{max_unfinished_tasks}): wait for some to finish or cancel some",
+                {"Retry-After": str(UNFINISHED_TASKS_RETRY_AFTER)},
+            )
 
     async def post_finish(upload: UploadInfo) -> None:
         try:

@@ -23,7 +23,7 @@ from tests.tus.memory_app import (
     sha1_header,
     upload_id,
 )
-from tusd_py.tus import BackendUnavailable, MemoryLocker
+from tusd_py.tus import BackendUnavailable, MemoryLocker, MemoryStorageQuota
 
 MiB = 1 << 20
 
@@ -287,3 +287,22 @@ async def test_concurrent_heads_and_patches_finish_once(tus: MemoryTus) -> None:
     assert results[0].status_code == 204
     assert {r.status_code for r in results[1:]} <= {200, 423}
     assert tus.recorder.finished == [upload_id(url)]
+
+
+async def test_memory_storage_quota_keeps_finished_uploads_and_frees_on_delete(tmp_path: Path) -> None:
+    """The storage quota (unlike the pending caps) still counts an upload once it is
+    complete; only a removal frees it. Past it: 403, which tus clients do not retry."""
+    storage = MemoryStorageQuota(limit=1000)
+    tus = build(tmp_path, storage=storage)
+    async with tus.client("alice") as client:
+        url = await create(client, 600)
+        assert (await patch(client, url, 0, b"x" * 600)).status_code == 204
+        assert await tus.quota.held("alice") == {}  # the pending caps let go at completion
+        assert await storage.uploads("alice") == [upload_id(url)]  # the storage quota does not
+        refused = await client.post("/files/", headers={"Upload-Length": "600"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "storage_quota_exceeded"
+        assert "1000 bytes" in refused.json()["error"]["message"]
+        assert (await client.delete(url)).status_code == 204
+        assert await storage.uploads("alice") == []
+        await create(client, 600)

@@ -177,3 +177,14 @@ def finish_failed() -> TusError:
 
 def internal_error() -> TusError:
     return TusError(500, "internal_error", "internal server error")
+
+
+def storage_quota_exceeded(limit: int) -> TusError:
+    """403, not 413/429/507: tus-js-client 4.3 (``defaultOnShouldRetry``) and Uppy's
+    @uppy/tus 6 retry 409, 423, 429 and every 5xx, and give up on any other 4xx. A full
+    quota does not clear by waiting, so the client must stop and tell the user."""
+    return TusError(
+        403,
+        "storage_quota_exceeded",
+        f"storage quota (TUSD_PY_STORAGE_QUOTA, {limit} bytes) exceeded: delete uploads or tasks first",
+    )

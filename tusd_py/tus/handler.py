@@ -44,7 +44,7 @@ from .protocol import (
     parse_metadata,
     parse_non_negative,
 )
-from .quota import Quota
+from .quota import Quota, StorageQuota
 from .store import (
     ChunkWriter,
     Concater,
@@ -79,7 +79,8 @@ class TusHandler:
 
     ``max_size``: Tus-Max-Size, the largest upload. ``expiry_seconds``: unfinished
     uploads expire this long after their last write (0 disables). ``quota``: the
-    per-owner caps (None: no caps). ``idle_seconds``: an unfinished upload not
+    per-owner caps (None: no caps). ``storage``: the per-owner storage quota over
+    everything kept (None: none). ``idle_seconds``: an unfinished upload not
     written for this long may be evicted to make room under the caps.
     ``lock_wait``: how long a request waits for an upload's lock before answering
     423. ``trust_proxy``: build URLs from X-Forwarded-Host/-Proto and Forwarded.
@@ -96,6 +97,7 @@ class TusHandler:
         trust_proxy: bool = False,
         quota: Quota | None = None,
         idle_seconds: float = 60.0,
+        storage: StorageQuota | None = None,
         lock_wait: float = 3.0,
         base_path: str = "/files",
     ) -> None:
@@ -106,11 +108,17 @@ class TusHandler:
         self.expiry_seconds = expiry_seconds
         self.trust_proxy = trust_proxy
         self.quota = quota
+        self.storage = storage
         self.admission = (
             None
-            if quota is None
+            if quota is None and storage is None
             else Admission(
-                quota, store, self._evict, expiry_seconds=expiry_seconds, idle_seconds=idle_seconds
+                quota,
+                store,
+                self._evict,
+                expiry_seconds=expiry_seconds,
+                idle_seconds=idle_seconds,
+                storage=storage,
             )
         )
         self.lock_wait = lock_wait
@@ -260,12 +268,12 @@ class TusHandler:
     async def _create(self, info: UploadInfo, nbytes: int, *, counted: bool = True) -> None:
         """Reserve quota (making room if needed), then create the upload in the store."""
         if counted and self.admission is not None:
-            await self.admission.reserve(info.owner, info.id, nbytes)
+            await self.admission.reserve(info, nbytes)
         try:
             await self.store.create(info)
         except OSError as error:
-            if counted and self.quota is not None:
-                await self.quota.release(info.owner, info.id)
+            if counted:
+                await self._release(info.owner, info.id)
             if is_storage_full(error):
                 raise errors.insufficient_storage() from None
             raise
@@ -318,12 +326,11 @@ class TusHandler:
                 await self.hooks.pre_create(request, info)
             # A final reserves its own bytes like any upload (released once it is finished).
             if info.length and self.admission is not None:
-                await self.admission.reserve(owner, info.id, info.length)
+                await self.admission.reserve(info, info.length)
             try:
                 await self.store.concatenate(info, list(info.parts))
             except BaseException as error:
-                if self.quota is not None:
-                    await self.quota.release(owner, info.id)
+                await self._release(owner, info.id)
                 if isinstance(error, UploadNotFound):
                     raise errors.invalid_concat("a partial upload changed; retry") from None
                 if is_storage_full(error):
@@ -508,6 +515,8 @@ class TusHandler:
         await self.store.declare_length(info.id, declared)
         if self.quota is not None:
             await self.quota.update(info.owner, info.id, declared)
+        if self.storage is not None:
+            await self.storage.resize(info, declared)
         return await self.store.get(info.id)
 
     # -- the write path shared by POST (creation-with-upload) and PATCH ---------------------
@@ -633,9 +642,30 @@ class TusHandler:
         assert isinstance(self.store, Terminater)
         finals = await self._finals_of(info)
         await self.store.remove(info.id)
-        if self.quota is not None:
-            await self.quota.release(info.owner, info.id)
+        await self._release(info.owner, info.id)
         return finals
+
+    async def _release(self, owner: str, upload_id: str) -> None:
+        if self.quota is not None:
+            await self.quota.release(owner, upload_id)
+        if self.storage is not None:
+            await self.storage.release(owner, upload_id)
+
+    async def remove_upload(self, upload_id: str) -> bool:
+        """Remove an upload whatever its state, as a DELETE does (asking a writer to let go),
+        without the post_terminate hook: for the application's account removal."""
+        try:
+            async with self._lock(upload_id):
+                try:
+                    info = await self.store.get(upload_id)
+                except UploadNotFound:
+                    return False
+                finals = await self._remove(info)
+        except LockTimeout:
+            logger.warning("upload %s stayed busy; its expiry removes it", upload_id)
+            return False
+        await self._terminated(info, finals, notify=False)
+        return True
 
     async def _terminated(self, info: UploadInfo, finals: list[UploadInfo], *, notify: bool = True) -> None:
         """After a removal: an unfinished final goes with any of its parts; tell the app."""

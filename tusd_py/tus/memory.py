@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from .locker import LockTimeout
 from .quota import QuotaExceeded
+from .store import UploadInfo
 
 logger = logging.getLogger("tusd_py.tus")
 
@@ -127,3 +128,32 @@ class MemoryQuota:
 
     async def held(self, owner: str) -> dict[str, int]:
         return dict(self._held.get(owner, {}))
+
+
+class MemoryStorageQuota:
+    """:class:`~tusd_py.tus.quota.StorageQuota` for one process: each upload counts its
+    own bytes, nothing more (no results in a protocol-only deployment)."""
+
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, dict[str, int]] = {}
+
+    async def reserve(self, info: UploadInfo, nbytes: int) -> bool:
+        held = self._held.setdefault(info.owner, {})
+        if info.id in held:
+            return True
+        if sum(held.values()) + nbytes > self.limit:
+            return False
+        held[info.id] = nbytes
+        return True
+
+    async def resize(self, info: UploadInfo, nbytes: int) -> None:
+        held = self._held.get(info.owner, {})
+        if info.id in held:
+            held[info.id] = nbytes
+
+    async def release(self, owner: str, upload_id: str) -> None:
+        self._held.get(owner, {}).pop(upload_id, None)
+
+    async def uploads(self, owner: str) -> list[str]:
+        return list(self._held.get(owner, {}))

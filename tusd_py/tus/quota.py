@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .store import UploadInfo
+
 
 class QuotaExceeded(Exception):
     """The owner is at a cap: ``reason`` is ``"uploads"`` or ``"bytes"``."""
@@ -40,4 +42,29 @@ class Quota(Protocol):
 
     async def held(self, owner: str) -> dict[str, int]:
         """The owner's counted uploads and their bytes."""
+        ...
+
+
+class StorageQuota(Protocol):
+    """A per-owner bound on everything the owner keeps (finished uploads too), beside the
+    pending caps of :class:`Quota`. The application decides what else an upload holds
+    (room for what it becomes, e.g. a task's result); the handler only reserves at
+    creation, resizes when a deferred length is declared and releases on removal
+    (termination, eviction, expiry). Completion releases nothing: the bytes stay."""
+
+    #: The bound in bytes (named in the 403 the handler answers past it).
+    limit: int
+
+    async def reserve(self, info: UploadInfo, nbytes: int) -> bool:
+        """Count the upload at ``nbytes`` (idempotent); False if that would pass the limit."""
+        ...
+
+    async def resize(self, info: UploadInfo, nbytes: int) -> None:
+        """A deferred length became known (never re-adds a released upload)."""
+        ...
+
+    async def release(self, owner: str, upload_id: str) -> None: ...
+
+    async def uploads(self, owner: str) -> list[str]:
+        """The ids of the owner's counted uploads (for reconciliation against the store)."""
         ...
