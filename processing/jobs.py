@@ -244,14 +244,19 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
         async with lease:
             try:
                 await run
-                if not await _charge_result(state, task, temporary):
+                await asyncio.to_thread(os.replace, temporary, target)
+                # Charged once the result is in place (no API serves it before the task
+                # completes): through a Redis outage the charge waits, the work stays done.
+                if not await _recorded(
+                    task.id, "its result size", lambda: _charge_result(state, task, target)
+                ):
+                    await asyncio.to_thread(target.unlink, missing_ok=True)
                     limit = state.usage.limit if state.usage is not None else 0
                     message = (
                         f"the result would pass your storage quota (TUSD_PY_STORAGE_QUOTA, {limit} bytes)"
                     )
-                    await tasks.fail(task, message, job_try)
+                    await _recorded(task.id, "its failure", lambda: tasks.fail(task, message, job_try))
                     return "failed"
-                await asyncio.to_thread(os.replace, temporary, target)
             except asyncio.CancelledError:
                 this = asyncio.current_task()
                 if this is not None and this.cancelling():
@@ -280,12 +285,12 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     return "superseded"
 
 
-async def _charge_result(state: WorkerState, task: Task, temporary: Path) -> bool:
+async def _charge_result(state: WorkerState, task: Task, result: Path) -> bool:
     """Charge the written result's real size to its owner (it replaces the room held
     back at upload); False if it would pass the storage quota."""
     if state.usage is None:
         return True
-    size = (await asyncio.to_thread(os.stat, temporary)).st_size
+    size = (await asyncio.to_thread(os.stat, result)).st_size
     return await state.usage.charge_result(task.owner, task.id, size)
 
 

@@ -21,6 +21,7 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from processing.outage import Outage
 from processing.tasks import TaskStatus, task_key, text
 
 logger = logging.getLogger("processing.lease")
@@ -49,6 +50,8 @@ class Lease:
         self._beats: asyncio.Task[None] | None = None
         self.armed = armed
         """True when the caller already set the key's TTL (saves the first beat's round trip)."""
+        self._outage = Outage(f"lease of task {task_id}", logger)
+        """One log line when beats start failing and one when they go through again."""
 
     async def beat(self) -> None:
         """Re-arm the key; report a cancelled task. Never raises on a Redis hiccup: the
@@ -59,8 +62,9 @@ class Lease:
                 pipe.hget(self.task_key, "status")
                 _, status = await pipe.execute()
         except (RedisError, OSError) as exc:
-            logger.warning("lease beat for %s failed: %s", self.key, exc)
+            self._outage.failed(exc)  # the beat keeps its own pace; only the logging is wanted
             return
+        self._outage.answered()
         if status is None or text(status) == TaskStatus.CANCELLED:
             self.on_cancelled()
 
