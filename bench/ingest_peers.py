@@ -25,7 +25,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.peers import peers_python
 from tests.support import ChildProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,16 +74,25 @@ def _start(stack: ExitStack, name: str, command: list[str], port: int, workdir: 
 
 
 @contextmanager
+def raw_sink(workdir: Path) -> Iterator[str]:
+    """The raw-socket sink alone (for the concurrent scenario); yields its URL."""
+    with ExitStack() as stack:
+        port = free_port()
+        _start(stack, "raw-sink", [sys.executable, "-m", "bench.raw_sink", str(port), str(workdir / "raw")],
+               port, workdir)  # fmt: skip
+        yield f"http://127.0.0.1:{port}/"
+
+
+@contextmanager
 def ingest_peers(workdir: Path) -> Iterator[tuple[list[Peer], list[str]]]:
     """(the peers that run, reasons for those that could not)."""
     peers: list[Peer] = []
     missing: list[str] = []
     with ExitStack() as stack:
-        port = free_port()
-        _start(stack, "raw-sink", [sys.executable, "-m", "bench.raw_sink", str(port), str(workdir / "raw")],
-               port, workdir)  # fmt: skip
-        peers.append(Peer("raw socket sink", f"http://127.0.0.1:{port}/", tus=False))
+        peers.append(Peer("raw socket sink", stack.enter_context(raw_sink(workdir)), tus=False))
         try:
+            from bench.peers import peers_python  # here: bench.peers imports the scenarios
+
             python = str(peers_python())
             port = free_port()
             clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
