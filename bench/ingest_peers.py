@@ -8,7 +8,8 @@
   ``~/.cache/tusd-py-bench/tus-node``), only when npm is there.
 
 A peer that cannot be set up is left out with a one-line reason (printed and put in
-the report), never silently.
+the report), never silently. ``TUSD_PY_BENCH_INGEST_PEERS=raw`` runs the raw-socket sink
+only (the smoke test: no venv or npm install on a fresh machine); it says so in a row.
 """
 
 from __future__ import annotations
@@ -88,37 +89,45 @@ def ingest_peers(workdir: Path) -> Iterator[tuple[list[Peer], list[str]]]:
     """(the peers that run, reasons for those that could not)."""
     peers: list[Peer] = []
     missing: list[str] = []
+    only_raw = os.environ.get("TUSD_PY_BENCH_INGEST_PEERS", "all") == "raw"
     with ExitStack() as stack:
         peers.append(Peer("raw socket sink", stack.enter_context(raw_sink(workdir)), tus=False))
-        try:
-            from bench.peers import peers_python  # here: bench.peers imports the scenarios
-
-            python = str(peers_python())
-            port = free_port()
-            clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-            _start(
-                stack, "tuspyserver",
-                [python, "-m", "uvicorn", "bench.peer_tuspy:app", "--port", str(port), "--log-level", "warning"],
-                port, workdir, env={**clean, "BENCH_PEER_DIR": str(workdir / "tuspy")}, inherit_env=False,
-            )  # fmt: skip
-            peers.append(Peer("tuspyserver", f"http://127.0.0.1:{port}/files", tus=True))
-        except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-            missing.append(f"tuspyserver: {str(error).splitlines()[0]}")
-        if shutil.which("npm") and shutil.which("node"):
-            try:
-                modules = node_modules()
-                port = free_port()
-                (workdir / "tus-node").mkdir(exist_ok=True)
-                _start(
-                    stack, "tus-node",
-                    ["node", str(REPO / "bench" / "peer_tus_node.mjs"), str(port), str(workdir / "tus-node")],
-                    port, workdir, env={"BENCH_NODE_MODULES": str(modules)},
-                )  # fmt: skip
-                peers.append(Peer("@tus/server", f"http://127.0.0.1:{port}/files", tus=True))
-            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-                missing.append(f"@tus/server: {str(error).splitlines()[0]}")
+        if only_raw:
+            missing.append("tuspyserver, @tus/server: TUSD_PY_BENCH_INGEST_PEERS=raw")
         else:
-            missing.append("@tus/server: npm or node not found")
+            _start_tus_peers(stack, workdir, peers, missing)
         for reason in missing:
             print(f"ingest peer left out: {reason}", file=sys.stderr, flush=True)
         yield peers, missing
+
+
+def _start_tus_peers(stack: ExitStack, workdir: Path, peers: list[Peer], missing: list[str]) -> None:
+    try:
+        from bench.peers import peers_python  # here: bench.peers imports the scenarios
+
+        python = str(peers_python())
+        port = free_port()
+        clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        _start(
+            stack, "tuspyserver",
+            [python, "-m", "uvicorn", "bench.peer_tuspy:app", "--port", str(port), "--log-level", "warning"],
+            port, workdir, env={**clean, "BENCH_PEER_DIR": str(workdir / "tuspy")}, inherit_env=False,
+        )  # fmt: skip
+        peers.append(Peer("tuspyserver", f"http://127.0.0.1:{port}/files", tus=True))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        missing.append(f"tuspyserver: {str(error).splitlines()[0]}")
+    if shutil.which("npm") and shutil.which("node"):
+        try:
+            modules = node_modules()
+            port = free_port()
+            (workdir / "tus-node").mkdir(exist_ok=True)
+            _start(
+                stack, "tus-node",
+                ["node", str(REPO / "bench" / "peer_tus_node.mjs"), str(port), str(workdir / "tus-node")],
+                port, workdir, env={"BENCH_NODE_MODULES": str(modules)},
+            )  # fmt: skip
+            peers.append(Peer("@tus/server", f"http://127.0.0.1:{port}/files", tus=True))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+            missing.append(f"@tus/server: {str(error).splitlines()[0]}")
+    else:
+        missing.append("@tus/server: npm or node not found")
