@@ -82,6 +82,8 @@ READING = """
   byte path: shrinking it means fewer round trips per PATCH (one lock script that also
   checks the session; one batched refresh for all held locks instead of a watcher task
   per lock) and fewer hops (description and writer opened in one thread hop).
+  None of these cuts is made yet (the locker and the bearer check belong to other
+  changes); the concurrent ratio is the gap still to close.
 - **Processing**: enqueue-to-completed includes the queue (about 25 ms), the child's start
   (about 50 ms), and the fsync and rename of the result, a durability the in-process floor
   does not pay; the transformation itself dominates at 100 MB. Median of five interleaved runs each.
