@@ -34,7 +34,9 @@ PEER_REQUIREMENTS = [
     "redis>=6.4,<9",
     "rq>=2.0,<3",
     "packaging",
-]  # kombu imports packaging
+    "tuspyserver>=4.4,<5",
+    "uvicorn[standard]>=0.30",
+]  # kombu imports packaging; tuspyserver (a FastAPI router) and uvicorn for the ingest peer
 POLL_DELAY = Settings().worker_poll_interval  # the default the app runs workers with
 REPO = Path(__file__).resolve().parent.parent
 

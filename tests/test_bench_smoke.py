@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,10 @@ def test_bench_runs_scenarios_against_their_baselines() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "ingest", "memory", "--scale", "0.02", "--no-write"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TUSD_PY_BENCH_INGEST_PEERS": "raw"},  # no venv or npm install here
     )  # fmt: skip
     assert "Traceback" not in result.stderr, result.stderr
     assert "bare sink, one PUT" in result.stdout and "8 MiB PATCHes" in result.stdout
+    assert "tusd-py vs raw socket sink" in result.stdout
+    assert "ingest peer left out: tuspyserver, @tus/server: TUSD_PY_BENCH_INGEST_PEERS=raw" in result.stderr
     assert "child peak RSS" in result.stdout

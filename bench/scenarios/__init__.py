@@ -10,6 +10,14 @@ from bench.scenarios import concurrent, ingest, job_memory, processing_speed, qu
 
 Scenario = Callable[[BenchEnv, float], list[Row]]
 
+
+def _peers(env: BenchEnv, scale: float) -> list[Row]:
+    """5b: small tasks against Celery, RQ and bare ARQ (imported here: bench.peers imports us)."""
+    from bench.peers import run
+
+    return run(env, scale)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "ingest": ingest.run,
     "concurrent": concurrent.run,
@@ -17,4 +25,5 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": queue_latency.run,
     "throughput": throughput.run,
     "memory": job_memory.run,
+    "peers": _peers,
 }
