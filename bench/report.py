@@ -84,22 +84,29 @@ READING = """
   per lock) and fewer hops (description and writer opened in one thread hop).
   None of these cuts is made yet (the locker and the bearer check belong to other
   changes); the concurrent ratio is the gap still to close.
-- **Processing**: enqueue-to-completed includes the queue (about 25 ms), the child's start
-  (about 50 ms), and the fsync and rename of the result, a durability the in-process floor
-  does not pay; the transformation itself dominates at 100 MB. Median of five interleaved runs each.
+- **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round trip,
+  and the fsync and rename of the result, a durability the in-process floor does not pay; the transformation itself dominates at 100 MB. Median of five interleaved runs each.
   Profiled by hand (the function over 100 MB in fresh interpreters, four passes each,
   several rounds): the same code took 0.48 to 0.81 s from one round to the next with
   under 2,500 page faults and no fsync stall, i.e. the machine's own noise (a shared
   2-core VM), so single runs of this ratio have ranged from 0.47 to 1.10; start-up,
   fsync and the queue add about 0.13 s to the worker's side.
 - **Queue latency**: a worker looks at the queue every `TUSD_PY_WORKER_POLL_INTERVAL`
-  (50 ms), the floor ARQ itself shows; "completed" adds starting a fresh Python child
-  (about 75 ms of CPU here).
-- **Small tasks**: every task starts a fresh interpreter in its own process group (so it
-  can be killed cleanly); at about 75 ms of CPU each, two cores cap the machine near 25
-  tasks/s, so a second worker process on the same two cores adds little. More cores or
-  more machines scale it.
-- **Job memory**: the child streams in 64 KiB chunks; its peak RSS is the interpreter's,
+  (50 ms), the floor ARQ itself shows, and at once when a job frees a slot; "completed"
+  adds one try in a warm child (no interpreter start).
+- **Small tasks**: tries run in a warm pool of `max_jobs` children (Celery prefork's
+  model), so a 1 KB task costs about 1.8 ms of worker CPU and 0.6 ms of child CPU instead
+  of an interpreter start (about 75 ms). A task is 12 Redis round trips from finish hook
+  to `task.completed` (listed in `processing/tasks.py`): our create script, ARQ's enqueue
+  (WATCH, EXISTS, MULTI/EXEC), its poll (ZRANGEBYSCORE), its start (WATCH, EXISTS, ZSCORE,
+  MULTI/EXEC), `run_job`'s pipeline, our `begin_try` script and our `complete` script.
+  The bare ARQ floor is set by its poll, not by Redis: `max_jobs` jobs per 50 ms poll is
+  40/s; tusd-py passes it because a freed slot polls at once. What is left against
+  Celery is ARQ's own start path (its WATCH/EXISTS/ZSCORE/MULTI is 23 % of the worker's
+  busy time in py-spy, its abort check 9.5 %, `finish_job` 8.4 %); within ARQ's public
+  API these cannot be batched further, only skipped (job ids the worker already runs).
+  The ratio moved between 0.70 and 1.02 across runs on this shared 2-core VM.
+- **Job memory**: the child streams in 1 MiB chunks; its peak RSS is the interpreter's,
   the same for 1 KB and 100 MB.
 """
 
