@@ -270,7 +270,10 @@ def test_compose_topology_builds_runs_scales_and_stops(topology: Topology) -> No
 
     # Down: no container of the project is left, running or stopped, and the ports are free.
     started = time.monotonic()
-    topo.compose("down")
+    # podman-compose 1.6's `down` stops only the compose file's containers, not the second
+    # replica `--scale` made (docker compose's `down` removes every replica); its
+    # `--remove-orphans` takes every container of the project.
+    topo.compose("down", "--remove-orphans")
     timed("down", started)
     assert topo.containers(all_states=True) == []
     assert port_closed(int(topo.env["TEST_API_PORT"])) and port_closed(topo.redis_port)
