@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 
@@ -76,6 +77,39 @@ async def test_a_lost_lock_is_noticed(redis: aioredis.Redis) -> None:
         await redis.set(locker._keys("u")[0], "someone else")
     # Leaving the block released nothing: compare-and-delete spared the new holder.
     assert await redis.get(locker._keys("u")[0]) == b"someone else"
+
+
+async def test_one_refresh_call_per_interval_covers_every_held_lock(redis: aioredis.Redis) -> None:
+    # A busy node pays one round trip per interval, not one per upload it writes.
+    locker = new_locker(redis, poll_interval=0.05)
+    calls: list[int] = []
+    three_calls = asyncio.Event()
+    refresh = locker._refresh_all
+
+    async def counting(*, keys: list[str], args: list[object]) -> object:
+        calls.append(len(keys))
+        if len(calls) >= 3:
+            three_calls.set()
+        return await refresh(keys=keys, args=args)
+
+    locker._refresh_all = counting  # type: ignore[method-assign]
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(locker.lock(f"u{i}", wait=0)) for i in range(20)]
+        calls.clear()
+        three_calls.clear()
+        await asyncio.wait_for(three_calls.wait(), 10)
+        assert calls[:3] == [1 + 2 * 20] * 3  # the node key, then each lock and its release key
+        assert not any(lock.interrupted or lock.lost for lock in held)
+        fired = asyncio.Event()
+        held[7].on_interrupt(fired.set)
+        async with asyncio.timeout(10):
+            await redis.set(locker._keys("u7")[1], "1")  # a waiter's release request
+            await fired.wait()
+        assert not held[7].lost
+        assert not any(lock.interrupted for i, lock in enumerate(held) if i != 7)
+    if (running := locker._refresher) is not None:  # it was in a call: it ends after it
+        await asyncio.wait_for(running, 10)
+    assert locker._refresher is None  # nothing held: the loop stopped, no idle round trips
 
 
 async def test_a_lock_of_a_killed_process_expires(redis_url: str, redis: aioredis.Redis) -> None:

@@ -306,3 +306,58 @@ async def test_memory_storage_quota_keeps_finished_uploads_and_frees_on_delete(t
         assert (await client.delete(url)).status_code == 204
         assert await storage.uploads("alice") == []
         await create(client, 600)
+
+
+class ChangedAfterRead:
+    """Wraps the store's ``get``: counts the reads, and changes the upload right after the
+    first one (as another node would between a PATCH's read and its lock)."""
+
+    def __init__(self, tus: MemoryTus, change: Any = None) -> None:
+        self.reads = 0
+        self._get = tus.store.get
+        self._change = change
+        tus.store.get = self.get  # type: ignore[method-assign]
+
+    async def get(self, upload_id: str) -> Any:
+        info = await self._get(upload_id)
+        self.reads += 1
+        if self.reads == 1 and self._change is not None:
+            await self._change(upload_id)
+        return info
+
+
+async def test_a_patch_reads_the_description_once(tus: MemoryTus) -> None:
+    async with tus.client("alice") as client:
+        url = await create(client, 6)
+        reads = ChangedAfterRead(tus)
+        response = await patch(client, url, 0, b"abc")
+        assert response.status_code == 204 and response.headers["upload-offset"] == "3"
+        assert reads.reads == 1  # before the lock; the writer checks the file under it
+        done = await patch(client, url, 3, b"def")
+        assert done.status_code == 204 and done.headers["upload-offset"] == "6"
+    assert tus.data_path(url).read_bytes() == b"abcdef"
+    assert tus.recorder.finished == [upload_id(url)]
+
+
+async def test_bytes_written_between_the_read_and_the_lock_answer_409(tus: MemoryTus) -> None:
+    async with tus.client("alice") as client:
+        url = await create(client, 6)
+
+        async def another_writer(_: str) -> None:
+            with tus.data_path(url).open("ab") as data:
+                data.write(b"xy")
+
+        ChangedAfterRead(tus, another_writer)
+        response = await patch(client, url, 0, b"abc")
+        assert response.status_code == 409
+        assert response.headers["upload-offset"] == "2"
+    assert tus.data_path(url).read_bytes() == b"xy"  # nothing of the stale PATCH was written
+
+
+async def test_an_upload_removed_between_the_read_and_the_lock_answers_404(tus: MemoryTus) -> None:
+    async with tus.client("alice") as client:
+        url = await create(client, 6)
+        ChangedAfterRead(tus, tus.store.remove)
+        response = await patch(client, url, 0, b"abc")
+        assert response.status_code == 404
+    assert not tus.data_path(url).exists()

@@ -486,9 +486,12 @@ class TusHandler:
         if "upload-length" in headers:
             declared = parse_non_negative(headers["upload-length"], "Upload-Length")
 
-        await self._visible(upload_id, owner)
+        seen = await self._visible(upload_id, owner)
         async with self._lock(upload_id) as lock:
-            info = await self._visible(upload_id, owner)
+            if _writer_checks_enough(seen, offset, _content_length(request)):
+                info = seen
+            else:
+                info = await self._visible(upload_id, owner)
             if info.final:
                 raise errors.final_upload_not_writable()
             if offset != info.offset:
@@ -567,7 +570,7 @@ class TusHandler:
                 hasher=checksum.new_hasher() if checksum is not None else None,
             )
         except OffsetMismatch as mismatch:
-            raise errors.offset_mismatch(None, mismatch.stored) from None
+            raise errors.offset_mismatch(info.offset, mismatch.stored) from None
         except UploadBusy:
             raise LockTimeout(info.id) from None
         except UploadNotFound:
@@ -819,6 +822,20 @@ def _method(request: Request) -> str:
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _writer_checks_enough(seen: UploadInfo, offset: int, content_length: int | None) -> bool:
+    """Whether a PATCH may use the description read before the lock (one thread hop less).
+
+    A description is fixed once the length is known; what can change meanwhile is the
+    data file (written or removed by another request), and opening the writer under the
+    lock checks exactly that: it fails unless the file still exists and ends at
+    ``offset`` (409 with the real offset, or 404). An upload short of its length has
+    not been finished. Anything else (a deferred length, a final, an offset that
+    moved, an empty body that opens no writer, a complete upload) is read again.
+    """
+    length = seen.length
+    return content_length != 0 and length is not None and not seen.final and seen.offset == offset < length
 
 
 def _content_length(request: Request) -> int | None:

@@ -3,8 +3,11 @@
 The lock is ``SET key value NX PX ttl``, refreshed while held and released by
 compare-and-delete. A request that finds the lock taken asks the holder to let
 go (tusd's behaviour): it sets a short-lived "release requested" key and polls.
-The holder's watcher task, which refreshes the lock, sees the key and calls the
-holder's interrupt callbacks: a PATCH stops reading its body, keeps what it
+One refresh loop per locker (per process), not one per lock, refreshes every
+held lock, reads their release requests and keeps the node's heartbeat in a
+single script call per ``poll_interval``, so a busy node pays one round trip per
+interval however many uploads it writes. It calls the interrupt callbacks of a
+lock whose release was requested: a PATCH stops reading its body, keeps what it
 has and answers. No Redis round-trip happens per body chunk. Redis errors while
 acquiring surface as :class:`~tusd_py.tus.errors.BackendUnavailable`.
 
@@ -46,7 +49,7 @@ from .locker import LockTimeout
 
 logger = logging.getLogger("tusd_py.tus")
 
-# Shared head of both scripts: keep this node's heartbeat (KEYS[3] = incarnation
+# Head of the acquire script: keep this node's heartbeat (KEYS[3] = incarnation
 # ARGV[5], for ARGV[6] ms). ARGV[7] == '1' claims the name (a fresh process);
 # else a name held by another incarnation means we lost it: return -2.
 _HEARTBEAT = """
@@ -80,18 +83,28 @@ return holder or ''
 """
 )
 
-# KEYS: lock, release, own node key. ARGV[1] value, ARGV[2] ttl ms, ARGV[5..7] as above.
-# Returns 1 (release requested), 0 (still ours), -1 (lost), -2 (name lost).
-_REFRESH = (
-    _HEARTBEAT
-    + """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return redis.call('EXISTS', KEYS[2])
+# One call per interval for every lock this process holds. KEYS[1]: own node key,
+# then each lock and its release key. ARGV[1] ttl ms, ARGV[2..4] the heartbeat's
+# (incarnation, heartbeat ms, claim), then each lock's value. Returns -2 (name lost)
+# or one state per lock: 1 (release requested), 0 (still ours), -1 (lost).
+_REFRESH_ALL = """
+local mine = redis.call('GET', KEYS[1])
+if ARGV[4] ~= '1' and mine and mine ~= ARGV[2] then
+  return -2
 end
-return -1
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local states = {}
+for i = 2, #KEYS, 2 do
+  local value = ARGV[4 + i / 2]
+  if redis.call('GET', KEYS[i]) == value then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    states[#states + 1] = redis.call('EXISTS', KEYS[i + 1])
+  else
+    states[#states + 1] = -1
+  end
+end
+return states
 """
-)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -138,7 +151,9 @@ class RedisLocker:
         self._draining = False
         self._held: set[RedisLock] = set()
         self._acquire = redis.register_script(_ACQUIRE)
-        self._refresh = redis.register_script(_REFRESH)
+        self._refresh_all = redis.register_script(_REFRESH_ALL)
+        self._refresher: asyncio.Task[None] | None = None
+        self._refresher_sleeping = False
         self._release = redis.register_script(_RELEASE)
 
     def _keys(self, upload_id: str) -> list[str]:
@@ -187,6 +202,7 @@ class RedisLocker:
             if node and incarnation:  # ask whether the holder is still alive, atomically
                 attempt_keys = [*keys, self.node_key(node)]
                 args += [holder, incarnation]
+            sent = loop.time()
             answer = await self._try_acquire(attempt_keys, args)
             self._claimed = True
             if answer == 1:
@@ -202,30 +218,80 @@ class RedisLocker:
             if remaining <= 0:
                 raise LockTimeout(upload_id)
             await asyncio.sleep(min(self.acquire_interval, remaining))
-        held = RedisLock(self, keys, value)
+        held = RedisLock(self, keys, value, refreshed=sent)
         self._held.add(held)
-        held.start()
+        self._start_refresher()
         if self._draining:
             held._interrupt()
         try:
             yield held
         finally:
             self._held.discard(held)
+            if not self._held and self._refresher is not None and self._refresher_sleeping:
+                self._refresher.cancel()  # idle: no round trips while nothing is held
+                self._refresher = None
             # Shielded: a cancelled request still gives the lock back at once.
             await asyncio.shield(held.release())
 
+    def _start_refresher(self) -> None:
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        """Refresh every held lock once per interval; ends when none is held."""
+        loop = asyncio.get_running_loop()
+        ttl_ms = max(1, int(self.ttl * 1000))
+        # Measured from before the round trip: the heartbeat may be older than the answer.
+        bound = min(self.ttl, self.heartbeat_ttl)
+        while self._held:
+            self._refresher_sleeping = True
+            try:
+                await asyncio.sleep(self.poll_interval)
+            finally:
+                self._refresher_sleeping = False
+            batch = list(self._held)
+            if not batch:
+                break
+            keys = [self.node_key(self.node)]
+            args: list[Any] = [ttl_ms, *self._heartbeat_args()]
+            for held in batch:
+                keys += held._keys[:2]
+                args.append(held._value)
+            sent = loop.time()
+            try:
+                states: Any = await self._refresh_all(keys=keys, args=args)
+            except RedisError as error:
+                logger.warning("could not refresh upload locks: %s", error)
+                for held in batch:
+                    if held in self._held and loop.time() - held._refreshed >= bound:
+                        held._lose()
+                continue
+            if not isinstance(states, list):  # -2: another process took our name
+                logger.error("node name %r was taken by another process", self.node)
+                states = [-1] * len(batch)
+            for held, state in zip(batch, states, strict=True):
+                if held not in self._held:
+                    continue  # released while we asked: its answer means nothing now
+                if int(state) < 0:
+                    held._lose()
+                    continue
+                held._refreshed = sent
+                if int(state) > 0:
+                    held._interrupt()
+        self._refresher = None
+
 
 class RedisLock:
-    """A lock held by this process, with its watcher task."""
+    """A lock held by this process; its locker's refresh loop keeps it."""
 
-    def __init__(self, locker: RedisLocker, keys: list[str], value: str) -> None:
+    def __init__(self, locker: RedisLocker, keys: list[str], value: str, *, refreshed: float) -> None:
         self._locker = locker
         self._keys = keys
         self._value = value
+        self._refreshed = refreshed  # loop time of the last round trip that confirmed it
         self._interrupted = False
         self._lost = False
         self._callbacks: list[Callable[[], None]] = []
-        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -255,46 +321,18 @@ class RedisLock:
         for callback in callbacks:
             try:
                 callback()
-            except Exception:  # a callback must not stop the watcher
+            except Exception:  # a callback must not stop the refresh loop
                 logger.exception("lock interrupt callback failed")
 
-    def start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        locker = self._locker
-        ttl_ms = max(1, int(locker.ttl * 1000))
-        loop = asyncio.get_running_loop()
-        last_ok = loop.time()
-        # Measured from before the round trip: the heartbeat may be older than the answer.
-        bound = min(locker.ttl, locker.heartbeat_ttl)
-        while True:
-            await asyncio.sleep(locker.poll_interval)
-            sent = loop.time()
-            try:
-                args = [self._value, ttl_ms, "0", 0, *locker._heartbeat_args()]
-                state: Any = await locker._refresh(keys=self._keys, args=args)
-            except RedisError as error:
-                if loop.time() - last_ok < bound:
-                    logger.warning("could not refresh upload lock: %s", error)
-                    continue
-                state = -1
-            if int(state) == -2:
-                logger.error("node name %r was taken by another process", locker.node)
-            if int(state) < 0:
-                logger.warning("upload lock %s was lost", self._keys[0])
-                self._lost = True
-                self._interrupt()
-                return
-            last_ok = sent
-            if int(state) > 0:
-                self._interrupt()
+    def _lose(self) -> None:
+        if self._lost:
+            return
+        logger.warning("upload lock %s was lost", self._keys[0])
+        self._lost = True
+        self._locker._held.discard(self)  # no longer ours to refresh
+        self._interrupt()
 
     async def release(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
         self._callbacks.clear()
         if self._lost:
             return
