@@ -9,9 +9,13 @@ reading its body, keeps what it has and answers. Implementations:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
+
+logger = logging.getLogger("tusd_py.tus")
 
 
 class LockTimeout(Exception):
@@ -53,3 +57,39 @@ class Locker(Protocol):
         """The node is shutting down: interrupt every held lock and every lock taken from
         now on, so running PATCHes keep what they have and answer at once."""
         ...
+
+
+class Interruptible:
+    """The interrupt half of a :class:`Lock`, shared by the lockers: callbacks run once,
+    the first time the holder is asked to let go (or loses the lock)."""
+
+    def __init__(self) -> None:
+        self._interrupted = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    def on_interrupt(self, callback: Callable[[], None]) -> Callable[[], None]:
+        if self._interrupted:
+            callback()
+            return lambda: None
+        self._callbacks.append(callback)
+
+        def unregister() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unregister
+
+    def _interrupt(self) -> None:
+        if self._interrupted:
+            return
+        self._interrupted = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a callback must not stop the locker's loop
+                logger.exception("lock interrupt callback failed")

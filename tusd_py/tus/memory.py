@@ -12,53 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
-from .locker import LockTimeout
+from .locker import Interruptible, LockTimeout
 from .quota import QuotaExceeded
 from .store import UploadInfo
 
 logger = logging.getLogger("tusd_py.tus")
 
 
-class MemoryLock:
+class MemoryLock(Interruptible):
     """A lock held in this process; interrupted when a waiter asks for it."""
 
     def __init__(self) -> None:
-        self._interrupted = False
-        self._callbacks: list[Callable[[], None]] = []
+        super().__init__()
         self.released = asyncio.Event()
-
-    @property
-    def interrupted(self) -> bool:
-        return self._interrupted
 
     @property
     def lost(self) -> bool:
         return False  # nothing can take a lock away inside one process
 
-    def on_interrupt(self, callback: Callable[[], None]) -> Callable[[], None]:
-        if self._interrupted:
-            callback()
-            return lambda: None
-        self._callbacks.append(callback)
-
-        def unregister() -> None:
-            with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
-
-        return unregister
-
     def interrupt(self) -> None:
-        if self._interrupted:
-            return
-        self._interrupted = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                logger.exception("lock interrupt callback failed")
+        self._interrupt()
 
 
 class MemoryLocker:

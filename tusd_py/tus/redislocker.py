@@ -38,14 +38,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .errors import BackendUnavailable
-from .locker import LockTimeout
+from .locker import Interruptible, LockTimeout
 
 logger = logging.getLogger("tusd_py.tus")
 
@@ -281,48 +281,20 @@ class RedisLocker:
         self._refresher = None
 
 
-class RedisLock:
+class RedisLock(Interruptible):
     """A lock held by this process; its locker's refresh loop keeps it."""
 
     def __init__(self, locker: RedisLocker, keys: list[str], value: str, *, refreshed: float) -> None:
+        super().__init__()
         self._locker = locker
         self._keys = keys
         self._value = value
         self._refreshed = refreshed  # loop time of the last round trip that confirmed it
-        self._interrupted = False
         self._lost = False
-        self._callbacks: list[Callable[[], None]] = []
-
-    @property
-    def interrupted(self) -> bool:
-        return self._interrupted
 
     @property
     def lost(self) -> bool:
         return self._lost
-
-    def on_interrupt(self, callback: Callable[[], None]) -> Callable[[], None]:
-        if self._interrupted:
-            callback()
-            return lambda: None
-        self._callbacks.append(callback)
-
-        def unregister() -> None:
-            with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
-
-        return unregister
-
-    def _interrupt(self) -> None:
-        if self._interrupted:
-            return
-        self._interrupted = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # a callback must not stop the refresh loop
-                logger.exception("lock interrupt callback failed")
 
     def _lose(self) -> None:
         if self._lost:
