@@ -15,12 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from redis import Redis as SyncRedis
@@ -299,3 +300,18 @@ def start_service(data_dir: Path, redis_url: str, *, workers: int = 0, **setting
         service.stop()
         raise
     return service
+
+
+def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run ``target`` in a thread; its result (or exception) lands in the list."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(target())
+        except Exception as error:
+            box.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box

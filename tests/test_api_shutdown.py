@@ -6,40 +6,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from tusclient import client as tus_client
 
-from tests.support import Service, wait_until
+from tests.support import Service, in_thread, wait_until
+from tests.tus.helpers import OCTETS as OFFSET_OCTETS
+from tests.tus.helpers import TUS
+from tests.tus.helpers import slow_body as trickle
 from tusd_py.graceful import SHUTDOWN_GRACE
 
 MiB = 1024 * 1024
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTETS = {"Content-Type": "application/offset+octet-stream"}
-
-
-def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(target())
-        except Exception as error:
-            box.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
-
-
-def trickle(data: bytes, chunk: int = 64 * 1024, pause: float = 0.01) -> Iterator[bytes]:
-    for start in range(0, len(data), chunk):
-        yield data[start : start + chunk]
-        time.sleep(pause)
+OCTETS = {"Content-Type": OFFSET_OCTETS}
 
 
 def size_of(path: Any) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import redis as sync_redis
 
+from tests.support import in_thread
 from tests.tus.helpers import (
     OCTETS,
     TusServer,
@@ -30,21 +31,6 @@ from tests.tus.helpers import (
 
 MiB = 1024 * 1024
 Factory = Callable[..., TusServer]
-
-
-def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Run ``target`` in a thread; its result (or exception) lands in the list."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(target())
-        except Exception as error:
-            box.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def set_key(server: TusServer, name: str, value: str | None) -> None:
