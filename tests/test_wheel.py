@@ -20,8 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.conftest import missing_browser_parts
-from tests.browser.test_docs_page import assert_docs_render, contract_operations
+from tests.browser.driver import assert_docs_render, contract_operations, missing_browser_parts, require
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,12 +129,7 @@ def test_installed_wheel_serves_the_repos_contract(installed: tuple[Path, str]) 
 
 
 def test_installed_wheel_renders_docs_in_chromium(installed: tuple[Path, str]) -> None:
-    missing = missing_browser_parts()
-    if missing:
-        message = "browser tests need " + ", ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: a missing browser is a failure)", pytrace=False)
-        pytest.skip(message)
+    require(missing_browser_parts())
     _, base_url = installed
     assert_docs_render(base_url, contract_operations((REPO / "openapi.yaml").read_bytes()))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.browser.conftest import missing_browser_parts, run_scenario
+from tests.browser.driver import missing_browser_parts, run_scenario
 from tests.support import free_port
 
 

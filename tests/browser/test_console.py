@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM, HERE, run_scenario
+from tests.browser.driver import CHROMIUM, HERE, run_scenario
 from tests.support import Service
 
 pytestmark = pytest.mark.usefixtures("console_ready")

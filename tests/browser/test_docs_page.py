@@ -6,32 +6,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from tests.browser.conftest import run_scenario
+from tests.browser.driver import assert_docs_render, contract_operations
 from tests.support import Service
 
-METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 CONTRACT = Path(__file__).parents[2] / "openapi.yaml"
 
 pytestmark = pytest.mark.usefixtures("browser_ready")
-
-
-def contract_operations(document: bytes) -> list[str]:
-    paths = yaml.safe_load(document)["paths"]
-    return sorted(f"{method} {path}" for path, item in paths.items() for method in item if method in METHODS)
-
-
-def assert_docs_render(base_url: str, expected: list[str]) -> None:
-    """Shared with the wheel test: the page shows exactly the contract's operations."""
-    page = run_scenario("docs.cjs", base_url)
-    assert page["status"] == 200
-    assert page["unableToRender"] is False
-    assert sorted(page["operations"]) == expected
-    assert page["title"] and "tusd-py" in page["title"]
-    assert page["errors"] == []
-    assert "frame-ancestors 'none'" in page["headers"]["content-security-policy"]
-    assert page["headers"]["x-content-type-options"] == "nosniff"
 
 
 def test_docs_renders_every_operation_of_the_contract(live: Service) -> None:
