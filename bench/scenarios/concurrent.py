@@ -2,83 +2,106 @@
 
 Baselines in the same run, interleaved round by round (medians of ROUNDS): the bare
 uvicorn PUT sink and the raw-socket sink (:mod:`bench.raw_sink`), each taking the same
-1 MiB requests from the same 32 clients.
+1 MiB requests from the same 32 clients. After each round its contender's files are
+removed (:func:`bench.harness.drop_files`), so all write into recycled page cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
-import httpx
-
-from bench.harness import BenchEnv, MiB, PeakRSS, median, metadata_header, percentile
+from bench.harness import BenchEnv, MiB, PeakRSS, drop_files, median, metadata_header, percentile
 from bench.ingest_peers import raw_sink
+from bench.loadgen import Connection, with_connection
+from bench.loadgen import run as run_loop
 from bench.report import Row
 
 CLIENTS = 32
 PATCH_SIZE = MiB
+_OFFSET_TYPE = b"Content-Type: application/offset+octet-stream\r\n"
 RSS_TARGET_MB = 100
 ROUNDS = 3
 
 
-async def _tus_client(client: httpx.AsyncClient, size: int, block: bytes, latencies: list[float]) -> str:
-    created = await client.post(
-        "/files/",
-        headers={"Upload-Length": str(size), "Upload-Metadata": metadata_header({"operation": "sha256"})},
-    )
-    created.raise_for_status()
-    location = created.headers["location"]
-    offset = 0
-    while offset < size:
-        body = block[: min(PATCH_SIZE, size - offset)]
-        started = time.perf_counter()
-        response = await client.patch(
-            location,
-            content=body,
-            headers={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+def _header_lines(headers: dict[str, str]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
+
+
+async def _tus_client(
+    base_url: str, auth: bytes, size: int, block: memoryview, latencies: list[float]
+) -> str:
+    async def upload(connection: Connection) -> str:
+        status, fields = await connection.request(
+            b"POST",
+            b"/files/",
+            auth
+            + _header_lines(
+                {"Upload-Length": str(size), "Upload-Metadata": metadata_header({"operation": "sha256"})}
+            ),
         )
-        latencies.append(time.perf_counter() - started)
-        if response.status_code != 204:
-            raise RuntimeError(f"PATCH answered {response.status_code}")
-        offset += len(body)
-    return location.rsplit("/", 1)[-1]
+        if status != 201:
+            raise RuntimeError(f"POST answered {status}")
+        path = urlsplit(fields[b"location"].decode()).path.encode()
+        offset = 0
+        while offset < size:
+            body = block[: min(PATCH_SIZE, size - offset)]
+            started = time.perf_counter()
+            status, _ = await connection.request(
+                b"PATCH", path, auth + b"Upload-Offset: %d\r\n%s" % (offset, _OFFSET_TYPE), body
+            )
+            latencies.append(time.perf_counter() - started)
+            if status != 204:
+                raise RuntimeError(f"PATCH answered {status}")
+            offset += len(body)
+        return path.decode().rsplit("/", 1)[-1]
+
+    return await with_connection(base_url, upload)
 
 
-async def _sink_client(client: httpx.AsyncClient, url: str, size: int, block: bytes) -> None:
-    offset = 0
-    while offset < size:
-        body = block[: min(PATCH_SIZE, size - offset)]
-        (await client.put(url, content=body)).raise_for_status()
-        offset += len(body)
+async def _sink_client(url: str, size: int, block: memoryview) -> None:
+    async def upload(connection: Connection) -> None:
+        path = urlsplit(url).path.encode() or b"/"
+        offset = 0
+        while offset < size:
+            body = block[: min(PATCH_SIZE, size - offset)]
+            status, _ = await connection.request(b"PUT", path, b"", body)
+            if status >= 300:
+                raise RuntimeError(f"PUT answered {status}")
+            offset += len(body)
+
+    await with_connection(url, upload)
 
 
-async def _tus_round(env: BenchEnv, size: int, block: bytes) -> tuple[float, list[float], int, list[str]]:
+async def _tus_round(
+    env: BenchEnv, size: int, block: memoryview
+) -> tuple[float, list[float], int, list[str]]:
     latencies: list[float] = []
+    auth = _header_lines(env.headers)
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(
+        *(_tus_client(env.base_url, auth, size, block, latencies) for _ in range(CLIENTS)),
+        return_exceptions=True,
+    )
+    elapsed = time.perf_counter() - started
+    task_ids = [outcome for outcome in outcomes if isinstance(outcome, str)]
     async with env.async_client() as client:
-        started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(_tus_client(client, size, block, latencies) for _ in range(CLIENTS)), return_exceptions=True
-        )
-        elapsed = time.perf_counter() - started
-        task_ids = [outcome for outcome in outcomes if isinstance(outcome, str)]
         for task_id in task_ids:
             await client.delete(f"/tasks/{task_id}")
     errors = sum(1 for outcome in outcomes if isinstance(outcome, BaseException))
     return CLIENTS * size / MiB / elapsed, latencies, errors, task_ids
 
 
-async def _sink_round(url: str, size: int, block: bytes) -> float:
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(_sink_client(client, url, size, block) for _ in range(CLIENTS)))
-        return CLIENTS * size / MiB / (time.perf_counter() - started)
+async def _sink_round(url: str, size: int, block: memoryview) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(_sink_client(url, size, block) for _ in range(CLIENTS)))
+    return CLIENTS * size / MiB / (time.perf_counter() - started)
 
 
 def run(env: BenchEnv, scale: float) -> list[Row]:
     size = max(PATCH_SIZE, int(10 * MiB * scale))
-    block = b"x" * PATCH_SIZE
+    block = memoryview(b"x" * PATCH_SIZE)
     env.set_workers(0)
     api = env.api_process()
     rss_before = api.memory_info().rss
@@ -87,11 +110,15 @@ def run(env: BenchEnv, scale: float) -> list[Row]:
     rates: list[float] = []
     latencies: list[float] = []
     errors = 0
-    with raw_sink(env.workdir / "concurrent-raw") as raw_url, PeakRSS(lambda: [api]) as peak:
+    raw_dir = env.workdir / "concurrent-raw"
+    with raw_sink(raw_dir) as raw_url, PeakRSS(lambda: [api]) as peak:
         for _ in range(ROUNDS):  # interleaved, so drift hits all alike
-            sinks.append(asyncio.run(_sink_round(env.sink_url, size, block)))
-            raws.append(asyncio.run(_sink_round(raw_url, size, block)))
-            rate, round_latencies, round_errors, _ = asyncio.run(_tus_round(env, size, block))
+            sinks.append(run_loop(lambda: _sink_round(env.sink_url, size, block)))
+            drop_files(env.sink_dir)
+            raws.append(run_loop(lambda: _sink_round(raw_url, size, block)))
+            drop_files(raw_dir / "raw")
+            rate, round_latencies, round_errors, _ = run_loop(lambda: _tus_round(env, size, block))
+            drop_files(env.service.data_dir / "uploads")
             rates.append(rate)
             latencies += round_latencies
             errors += round_errors

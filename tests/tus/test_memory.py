@@ -319,35 +319,83 @@ class ChangedAfterRead:
         tus.store.get = self.get  # type: ignore[method-assign]
 
     async def get(self, upload_id: str) -> Any:
-        info = await self._get(upload_id)
         self.reads += 1
+        info = await self._get(upload_id)
         if self.reads == 1 and self._change is not None:
             await self._change(upload_id)
         return info
 
 
-async def test_a_patch_reads_the_description_once(tus: MemoryTus) -> None:
+def another_node(tus: MemoryTus) -> MemoryTus:
+    """A second handler on the same upload directory: a process that has seen nothing."""
+    return build(tus.directory)
+
+
+async def test_a_patch_reads_no_description_once_this_process_saw_the_upload(tus: MemoryTus) -> None:
     async with tus.client("alice") as client:
-        url = await create(client, 6)
+        url = await create(client, 9)
         reads = ChangedAfterRead(tus)
         response = await patch(client, url, 0, b"abc")
         assert response.status_code == 204 and response.headers["upload-offset"] == "3"
-        assert reads.reads == 1  # before the lock; the writer checks the file under it
-        done = await patch(client, url, 3, b"def")
-        assert done.status_code == 204 and done.headers["upload-offset"] == "6"
-    assert tus.data_path(url).read_bytes() == b"abcdef"
-    assert tus.recorder.finished == [upload_id(url)]
+        assert (await patch(client, url, 3, b"def")).status_code == 204
+        assert reads.reads == 0  # the writer opened under the lock checks the file
+    other = another_node(tus)
+    async with other.client("alice") as client:
+        reads = ChangedAfterRead(other)
+        done = await patch(client, url, 6, b"ghi")
+        assert done.status_code == 204 and done.headers["upload-offset"] == "9"
+        assert reads.reads == 1  # before the lock, once
+    assert tus.data_path(url).read_bytes() == b"abcdefghi"
+    assert other.recorder.finished == [upload_id(url)]
+
+
+async def test_bytes_another_node_wrote_answer_409_with_the_real_offset(tus: MemoryTus) -> None:
+    async with tus.client("alice") as client:
+        url = await create(client, 6)
+        with tus.data_path(url).open("ab") as data:  # another node on the shared volume
+            data.write(b"xy")
+        response = await patch(client, url, 0, b"abc")
+        assert response.status_code == 409
+        assert response.headers["upload-offset"] == "2"
+        assert tus.data_path(url).read_bytes() == b"xy"  # nothing of the stale PATCH was written
+        resumed = await patch(client, url, 2, b"abcd")
+        assert resumed.status_code == 204 and resumed.headers["upload-offset"] == "6"
+    assert tus.data_path(url).read_bytes() == b"xyabcd"
+
+
+async def test_an_upload_another_node_removed_answers_404(tus: MemoryTus) -> None:
+    async with tus.client("alice") as client:
+        url = await create(client, 6)
+        await tus.store.remove(upload_id(url))
+        assert (await patch(client, url, 0, b"abc")).status_code == 404
+    assert not tus.data_path(url).exists()
+
+
+async def test_a_foreign_upload_this_process_saw_reads_like_a_missing_one(tus: MemoryTus) -> None:
+    async with tus.client("alice") as client:
+        url = await create(client, 6)
+        assert (await patch(client, url, 0, b"abc")).status_code == 204
+    reads = ChangedAfterRead(tus)
+    async with tus.client("bob") as client:
+        foreign = await patch(client, url, 3, b"def")
+        missing = await patch(client, url.rsplit("/", 1)[0] + "/" + "0" * 32, 3, b"def")
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json() == missing.json()
+    assert reads.reads == 2  # one read each: the entry alice's PATCH left is not used for bob
+    assert tus.data_path(url).read_bytes() == b"abc"
 
 
 async def test_bytes_written_between_the_read_and_the_lock_answer_409(tus: MemoryTus) -> None:
+    other = another_node(tus)
     async with tus.client("alice") as client:
         url = await create(client, 6)
 
-        async def another_writer(_: str) -> None:
-            with tus.data_path(url).open("ab") as data:
-                data.write(b"xy")
+    async def another_writer(_: str) -> None:
+        with tus.data_path(url).open("ab") as data:
+            data.write(b"xy")
 
-        ChangedAfterRead(tus, another_writer)
+    ChangedAfterRead(other, another_writer)
+    async with other.client("alice") as client:
         response = await patch(client, url, 0, b"abc")
         assert response.status_code == 409
         assert response.headers["upload-offset"] == "2"
@@ -355,9 +403,11 @@ async def test_bytes_written_between_the_read_and_the_lock_answer_409(tus: Memor
 
 
 async def test_an_upload_removed_between_the_read_and_the_lock_answers_404(tus: MemoryTus) -> None:
+    other = another_node(tus)
     async with tus.client("alice") as client:
         url = await create(client, 6)
-        ChangedAfterRead(tus, tus.store.remove)
+    ChangedAfterRead(other, other.store.remove)
+    async with other.client("alice") as client:
         response = await patch(client, url, 0, b"abc")
         assert response.status_code == 404
     assert not tus.data_path(url).exists()

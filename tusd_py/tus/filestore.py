@@ -149,16 +149,16 @@ class FileStore:
         stage_fd = None
         stage_path = None
         try:
-            size = os.fstat(fd).st_size
-            if size != offset:
-                raise OffsetMismatch(size)
+            stat = os.fstat(fd)
+            if stat.st_size != offset:
+                raise OffsetMismatch(stat.st_size)
             if staged:
                 stage_path = self._temp(upload_id, "chunk")
                 stage_fd = os.open(stage_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, _FILE_MODE)
         except BaseException:
             os.close(fd)
             raise
-        return FileChunkWriter(fd, offset, stage_fd, stage_path, hasher, self.batch_size)
+        return FileChunkWriter(fd, offset, stage_fd, stage_path, hasher, self.batch_size, stat.st_mtime)
 
     async def mark_finished(self, upload_id: str) -> None:
         await anyio.to_thread.run_sync(self._mark_finished, upload_id)
@@ -335,7 +335,9 @@ class FileChunkWriter:
         stage_path: Path | None,
         hasher: Any,
         batch_size: int,
+        updated_at: float,
     ) -> None:
+        self.updated_at = updated_at  # the data's last write time when it was opened
         self._fd = fd
         self._stage_fd = stage_fd
         self._stage_path = stage_path

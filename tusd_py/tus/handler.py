@@ -45,6 +45,7 @@ from .protocol import (
     parse_non_negative,
 )
 from .quota import Quota, StorageQuota
+from .recent import RecentUploads
 from .store import (
     ChunkWriter,
     Concater,
@@ -122,6 +123,7 @@ class TusHandler:
             )
         )
         self.lock_wait = lock_wait
+        self._recent = RecentUploads()
         self.base_path = base_path.rstrip("/")
         self.extensions = extensions_for(store, expiration=expiry_seconds > 0)
         terminates = isinstance(store, Terminater)
@@ -243,6 +245,7 @@ class TusHandler:
             except TusError as error:  # the upload exists: tell the client where it is
                 error.headers.setdefault("Location", location)
                 raise
+        self._recent.remember(info)
         if too_large:
             raise errors.too_large_body(info.offset, location)
         response_headers = {"Location": location, "Upload-Offset": str(info.offset)}
@@ -486,9 +489,17 @@ class TusHandler:
         if "upload-length" in headers:
             declared = parse_non_negative(headers["upload-length"], "Upload-Length")
 
-        seen = await self._visible(upload_id, owner)
+        content_length = _content_length(request)
+        seen = self._recent.get(upload_id)
+        if (
+            seen is None
+            or seen.owner != owner
+            or not _writer_checks_enough(seen, offset, content_length)
+            or seen.expired(self.expiry_seconds, time.time())
+        ):
+            seen = await self._visible(upload_id, owner)
         async with self._lock(upload_id) as lock:
-            if _writer_checks_enough(seen, offset, _content_length(request)):
+            if _writer_checks_enough(seen, offset, content_length):
                 info = seen
             else:
                 info = await self._visible(upload_id, owner)
@@ -498,7 +509,11 @@ class TusHandler:
                 raise errors.offset_mismatch(offset, info.offset)
             if declared is not None:
                 info = await self._declare_length(info, declared)
-            info, too_large = await self._write_and_finish(request, info, lock, checksum, True)
+            try:
+                info, too_large = await self._write_and_finish(request, info, lock, checksum, True)
+            finally:
+                self._recent.forget(upload_id)  # remembered again below if it went well
+        self._recent.remember(info)
         if too_large:
             raise errors.too_large_body(info.offset)
         response_headers = {"Upload-Offset": str(info.offset)}
@@ -575,6 +590,9 @@ class TusHandler:
             raise LockTimeout(info.id) from None
         except UploadNotFound:
             raise errors.not_found() from None
+        if dataclasses.replace(info, updated_at=writer.updated_at).expired(self.expiry_seconds, time.time()):
+            writer.close()  # a remembered description cannot see a file time set back
+            raise errors.expired()
         try:
             too_large, cut_short = await self._read_body(request, lock, writer, limit - info.offset)
             if checksum is not None and (cut_short or too_large):
@@ -644,6 +662,7 @@ class TusHandler:
         finals that waited for it (read before the removal forgets them)."""
         assert isinstance(self.store, Terminater)
         finals = await self._finals_of(info)
+        self._recent.forget(info.id)
         await self.store.remove(info.id)
         await self._release(info.owner, info.id)
         return finals
@@ -825,7 +844,8 @@ def _media_type(value: str | None) -> str:
 
 
 def _writer_checks_enough(seen: UploadInfo, offset: int, content_length: int | None) -> bool:
-    """Whether a PATCH may use the description read before the lock (one thread hop less).
+    """Whether a PATCH may use the description read before the lock, or remembered from this
+    process's last write to it (:mod:`~tusd_py.tus.recent`), instead of reading it again.
 
     A description is fixed once the length is known; what can change meanwhile is the
     data file (written or removed by another request), and opening the writer under the

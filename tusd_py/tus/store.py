@@ -107,6 +107,11 @@ class ChunkWriter(Protocol):
     def received(self) -> int: ...
 
     @property
+    def updated_at(self) -> float:
+        """The upload's last write time as the writer found it when it was opened."""
+        ...
+
+    @property
     def offset(self) -> int:
         """Where the upload's bytes end, once flushed, committed or discarded."""
         ...
