@@ -30,6 +30,7 @@ from typing import Any
 from arq import cron
 from arq.connections import RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
 from processing.config import ProcessingConfig
@@ -121,9 +122,11 @@ class EagerWorker(Worker):
 
     Eager polling: ARQ polls every ``poll_delay``; a slot freed just after a poll stays
     idle until the next one, which for millisecond tasks costs more than the work. This
-    subclass runs one extra poll iteration right after a job's slot is released (ARQ's own
-    done callback, ``_release_sem_dec_counter_on_complete``; ARQ is pinned to 0.28.x).
-    Poll iterations never overlap: a lock serializes the extra ones with the regular loop.
+    subclass reads the queue and starts jobs right after a job's slot is released (ARQ's
+    own done callback, ``_release_sem_dec_counter_on_complete``; ARQ is pinned to 0.28.x).
+    Queue reads never overlap: a lock serializes the extra ones with the regular loop.
+    ``start_jobs`` passes over the job ids this worker is running (still queued until they
+    finish), which ARQ would check with three round trips each.
 
     Outages: ARQ 0.28 lets a ``ConnectionError`` out of its poll loop (``_poll_iteration``:
     the queue read, ``start_jobs``, ``_cancel_aborted_jobs``, the heartbeat and the cron
@@ -220,6 +223,9 @@ class EagerWorker(Worker):
         for job_id in job_ids:
             if self.job_counter >= self.max_jobs:
                 return
+            running = self.tasks.get(job_id.decode())
+            if running is not None and not running.done():
+                continue  # ours and running: ARQ would spend WATCH, EXISTS, ZSCORE to learn that
             try:
                 await super().start_jobs([job_id])
             except OUTAGE_ERRORS:
@@ -279,9 +285,35 @@ class EagerWorker(Worker):
     async def _eager_poll(self) -> None:
         self._eager_pending = False
         try:
-            await self._poll_iteration()
+            await self._start_waiting_jobs()
         except Exception:  # the regular loop polls again and reports what is wrong
             logger.exception("eager poll failed")
+
+    async def _start_waiting_jobs(self) -> None:
+        """What a freed slot needs of ARQ's poll iteration: read the queue and start jobs.
+        The abort check, the clean-up of finished tasks and the heartbeat stay with the
+        regular loop (every ``poll_delay``), as does recovering from an outage."""
+        if self._poll_lock is None:
+            self._poll_lock = asyncio.Lock()
+        async with self._poll_lock:
+            if (
+                not self.allow_pick_jobs  # stopping (SIGTERM): no new job
+                or not self._redis_up.is_set()
+                or self.outage.down
+                or self.job_counter >= self.max_jobs
+            ):
+                return
+            try:
+                job_ids = await self.pool.zrangebyscore(
+                    self.queue_name,
+                    min=float("-inf"),
+                    start=self._queue_read_offset,
+                    num=self.queue_read_limit,
+                    max=timestamp_ms(),
+                )
+                await self.start_jobs(job_ids)
+            except OUTAGE_ERRORS as exc:
+                self._mark_down(exc)
 
     # -- shutdown --------------------------------------------------------------------
 
