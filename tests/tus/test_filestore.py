@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tusd_py.tus.filestore import FileStore
-from tusd_py.tus.store import OffsetMismatch, UploadBusy, UploadInfo, UploadNotFound
+from tusd_py.tus.store import OffsetMismatch, UploadBusy, UploadExpired, UploadInfo, UploadNotFound
 
 
 def new_info(length: int | None, **fields: object) -> UploadInfo:
@@ -62,20 +62,57 @@ async def test_offset_is_the_size_of_the_data_file(tmp_path: Path) -> None:
 
 
 async def test_writer_refuses_a_wrong_offset_and_a_second_writer(tmp_path: Path) -> None:
+    # The data is opened in the thread of the first write: its checks come from flush.
+    store = FileStore(tmp_path, batch_size=4)
+    info = new_info(10)
+    await store.create(info)
+    stale = await store.open_writer(info.id, 5)
+    await stale.write(b"abcdef")
+    with pytest.raises(OffsetMismatch) as mismatch:
+        await stale.flush()
+    stale.close()
+    assert mismatch.value.stored == 0
+    assert (tmp_path / info.id).read_bytes() == b""  # a failed check writes nothing
+    first = await store.open_writer(info.id, 0)
+    await first.write(b"abcd")  # a full batch: opened and written in a thread
+    await first.flush()
+    try:
+        second = await store.open_writer(info.id, 4)
+        with pytest.raises(UploadBusy):
+            await second.flush()  # no byte: flush still opens and checks
+        second.close()
+    finally:
+        first.close()
+    third = await store.open_writer(info.id, 4)  # the guard goes with the first writer
+    await third.write(b"ef")
+    assert await third.commit() == 6
+    assert (tmp_path / info.id).read_bytes() == b"abcdef"
+
+
+async def test_writer_refuses_an_upload_idle_since_before_the_bound(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     info = new_info(10)
     await store.create(info)
-    with pytest.raises(OffsetMismatch) as mismatch:
-        await store.open_writer(info.id, 5)
-    assert mismatch.value.stored == 0
-    first = await store.open_writer(info.id, 0)
-    try:
-        with pytest.raises(UploadBusy):
-            await store.open_writer(info.id, 0)
-    finally:
-        first.close()
-    second = await store.open_writer(info.id, 0)  # the guard goes with the first writer
-    second.close()
+    os.utime(tmp_path / info.id, (1000.0, 1000.0))
+    old = await store.open_writer(info.id, 0, written_since=2000.0)
+    await old.write(b"abc")
+    with pytest.raises(UploadExpired):
+        await old.flush()
+    old.close()
+    assert (tmp_path / info.id).read_bytes() == b""
+    fresh = await store.open_writer(info.id, 0, written_since=500.0)
+    await fresh.write(b"abc")
+    assert await fresh.commit() == 3
+
+
+async def test_a_writer_closed_before_its_first_write_never_opens(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    info = new_info(10)
+    await store.create(info)
+    (await store.open_writer(info.id, 0)).close()
+    writer = await store.open_writer(info.id, 0)  # no guard was left behind
+    await writer.write(b"x")
+    assert await writer.commit() == 1
 
 
 async def test_staged_writer_appends_only_on_commit(tmp_path: Path) -> None:

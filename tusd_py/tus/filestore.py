@@ -18,17 +18,19 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
 from .protocol import is_upload_id
-from .store import OffsetMismatch, UploadBusy, UploadInfo, UploadNotFound
+from .store import OffsetMismatch, StoreError, UploadBusy, UploadExpired, UploadInfo, UploadNotFound
 
 logger = logging.getLogger("tusd_py.tus")
 
@@ -130,11 +132,24 @@ class FileStore:
         )
 
     async def open_writer(
-        self, upload_id: str, offset: int, *, staged: bool = False, hasher: Any = None
+        self,
+        upload_id: str,
+        offset: int,
+        *,
+        staged: bool = False,
+        hasher: Any = None,
+        written_since: float | None = None,
     ) -> FileChunkWriter:
-        return await anyio.to_thread.run_sync(self._open_writer, upload_id, offset, staged, hasher)
+        """A writer that opens the data in the thread of its first write (one hop less per
+        PATCH); what opening checks is reported by ``write``, ``flush`` or ``commit``."""
+        opener = functools.partial(self._open_data, upload_id, offset, staged, written_since)
+        return FileChunkWriter(opener, offset, hasher, self.batch_size)
 
-    def _open_writer(self, upload_id: str, offset: int, staged: bool, hasher: Any) -> FileChunkWriter:
+    def _open_data(
+        self, upload_id: str, offset: int, staged: bool, written_since: float | None
+    ) -> tuple[int, int | None, Path | None]:
+        """In a worker thread: (data fd, stage fd, stage path), or the store error that says
+        why this upload cannot take bytes at ``offset`` now."""
         try:
             fd = os.open(self.data_path(upload_id), os.O_WRONLY)
         except FileNotFoundError:
@@ -152,13 +167,15 @@ class FileStore:
             stat = os.fstat(fd)
             if stat.st_size != offset:
                 raise OffsetMismatch(stat.st_size)
+            if written_since is not None and stat.st_mtime < written_since:
+                raise UploadExpired(upload_id)
             if staged:
                 stage_path = self._temp(upload_id, "chunk")
                 stage_fd = os.open(stage_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, _FILE_MODE)
         except BaseException:
             os.close(fd)
             raise
-        return FileChunkWriter(fd, offset, stage_fd, stage_path, hasher, self.batch_size, stat.st_mtime)
+        return fd, stage_fd, stage_path
 
     async def mark_finished(self, upload_id: str) -> None:
         await anyio.to_thread.run_sync(self._mark_finished, upload_id)
@@ -323,24 +340,23 @@ class FileChunkWriter:
     """Appends one request body at a known position, batching writes into a thread.
 
     While one batch is written in a worker thread the next is gathered on the
-    event loop, so receiving and writing overlap. File descriptors are closed
-    only once no thread uses them, even if the request is cancelled mid-write.
+    event loop, so receiving and writing overlap. The data is opened (and checked)
+    in the thread of the first batch; a failed check writes nothing and is raised
+    by the next ``write``, ``flush`` or ``commit``. File descriptors are closed only
+    once no thread uses them, even if the request is cancelled mid-write.
     """
 
     def __init__(
         self,
-        fd: int,
+        opener: Callable[[], tuple[int, int | None, Path | None]],
         offset: int,
-        stage_fd: int | None,
-        stage_path: Path | None,
         hasher: Any,
         batch_size: int,
-        updated_at: float,
     ) -> None:
-        self.updated_at = updated_at  # the data's last write time when it was opened
-        self._fd = fd
-        self._stage_fd = stage_fd
-        self._stage_path = stage_path
+        self._opener: Callable[[], tuple[int, int | None, Path | None]] | None = opener
+        self._fd: int | None = None
+        self._stage_fd: int | None = None
+        self._stage_path: Path | None = None
         self._hasher = hasher
         self._batch_size = batch_size
         self._data_end = offset  # where the upload's bytes end (advanced by the thread)
@@ -349,7 +365,7 @@ class FileChunkWriter:
         self._buffered = 0
         self._received = 0
         self._pending: asyncio.Future[None] | None = None
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self._closed = False
 
     @property
@@ -376,10 +392,22 @@ class FileChunkWriter:
         loop = asyncio.get_running_loop()
         self._pending = loop.run_in_executor(None, self._write_batch, batch)
 
+    def _open(self) -> bool:
+        """In a worker thread, once: open and check the data; False (and the error kept) if
+        it cannot be written."""
+        if self._opener is not None:
+            opener, self._opener = self._opener, None
+            try:
+                self._fd, self._stage_fd, self._stage_path = opener()
+            except (StoreError, OSError) as error:
+                self._error = error
+        return self._error is None
+
     def _write_batch(self, batch: list[bytes]) -> None:
         """Runs in a worker thread: hash and write one batch; remember the first error."""
-        if self._error is not None:
+        if not self._open():
             return
+        assert self._fd is not None
         if self._hasher is not None:
             for chunk in batch:
                 self._hasher.update(chunk)
@@ -396,11 +424,14 @@ class FileChunkWriter:
             self._error = partial.error
 
     async def flush(self) -> None:
-        """Write everything received so far; raises the first write error (e.g. ENOSPC)."""
+        """Write everything received so far; raises the first error (e.g. ENOSPC, or a
+        store error of the open: :class:`OffsetMismatch`, :class:`UploadNotFound`...)."""
         await self._submit()
         if self._pending is not None:
             await asyncio.shield(self._pending)
             self._pending = None
+        elif self._opener is not None and not self._closed:  # no byte came: still check
+            await anyio.to_thread.run_sync(self._open)
         if self._error is not None:
             raise self._error
 
@@ -418,7 +449,7 @@ class FileChunkWriter:
             self.close()
 
     def _append_stage(self) -> None:
-        assert self._stage_fd is not None
+        assert self._stage_fd is not None and self._fd is not None
         try:
             _copy(self._stage_fd, 0, self._fd, self._data_end, self._stage_end)
         except _Partial as partial:
@@ -448,6 +479,7 @@ class FileChunkWriter:
             self._close_files()
 
     def _close_files(self) -> None:
+        self._opener = None  # a writer closed before its first write never opens
         for fd in (self._stage_fd, self._fd):
             if fd is not None:
                 with contextlib.suppress(OSError):

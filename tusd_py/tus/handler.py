@@ -55,6 +55,7 @@ from .store import (
     Terminater,
     UnfinishedConcater,
     UploadBusy,
+    UploadExpired,
     UploadInfo,
     UploadNotFound,
     extensions_for,
@@ -577,22 +578,14 @@ class TusHandler:
         request asks for the lock. A checksummed body is staged and appended only
         once verified, so an unverified byte is never part of the upload.
         """
-        try:
-            writer = await self.store.open_writer(
-                info.id,
-                info.offset,
-                staged=checksum is not None,
-                hasher=checksum.new_hasher() if checksum is not None else None,
-            )
-        except OffsetMismatch as mismatch:
-            raise errors.offset_mismatch(info.offset, mismatch.stored) from None
-        except UploadBusy:
-            raise LockTimeout(info.id) from None
-        except UploadNotFound:
-            raise errors.not_found() from None
-        if dataclasses.replace(info, updated_at=writer.updated_at).expired(self.expiry_seconds, time.time()):
-            writer.close()  # a remembered description cannot see a file time set back
-            raise errors.expired()
+        since = None if self.expiry_seconds <= 0 else time.time() - self.expiry_seconds
+        writer = await self.store.open_writer(
+            info.id,
+            info.offset,
+            staged=checksum is not None,
+            hasher=checksum.new_hasher() if checksum is not None else None,
+            written_since=since,  # a remembered description cannot see a file time set back
+        )
         try:
             too_large, cut_short = await self._read_body(request, lock, writer, limit - info.offset)
             if checksum is not None and (cut_short or too_large):
@@ -603,6 +596,14 @@ class TusHandler:
                     await writer.discard()
                     raise errors.checksum_mismatch(checksum.algorithm)
                 await writer.commit()
+        except OffsetMismatch as mismatch:
+            raise errors.offset_mismatch(info.offset, mismatch.stored) from None
+        except UploadBusy:
+            raise LockTimeout(info.id) from None
+        except UploadNotFound:
+            raise errors.not_found() from None
+        except UploadExpired:
+            raise errors.expired() from None
         except OSError as error:
             if not is_storage_full(error):
                 raise

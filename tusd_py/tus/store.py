@@ -86,6 +86,10 @@ class UploadBusy(StoreError):
     """Another writer holds the upload's data (a second guard under the Redis lock)."""
 
 
+class UploadExpired(StoreError):
+    """The upload's last write is older than the writer was told to accept."""
+
+
 def is_storage_full(error: BaseException) -> bool:
     """ENOSPC, EDQUOT or EFBIG: answered 507; the bytes that made it stay, resumable."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -96,7 +100,9 @@ class ChunkWriter(Protocol):
 
     ``write`` is called for each received chunk and must stay cheap; ``commit``
     waits for outstanding writes, makes the bytes part of the upload and returns
-    the new offset. A staged writer (checksums) keeps the bytes aside until
+    the new offset. A store may open the upload lazily (the file store does, in the
+    thread of its first write): what :meth:`Store.open_writer` checks is then raised
+    by ``write``, ``flush`` or ``commit``, and no byte is written when a check fails. A staged writer (checksums) keeps the bytes aside until
     ``commit``; ``discard`` drops them (an unstaged writer's bytes are on disk
     already and stay). ``digest`` is that of every byte given to ``write`` when
     a hasher was passed. ``close`` is idempotent, synchronous and safe while a
@@ -105,11 +111,6 @@ class ChunkWriter(Protocol):
 
     @property
     def received(self) -> int: ...
-
-    @property
-    def updated_at(self) -> float:
-        """The upload's last write time as the writer found it when it was opened."""
-        ...
 
     @property
     def offset(self) -> int:
@@ -141,9 +142,17 @@ class Store(Protocol):
         ...
 
     async def open_writer(
-        self, upload_id: str, offset: int, *, staged: bool = False, hasher: Any = None
+        self,
+        upload_id: str,
+        offset: int,
+        *,
+        staged: bool = False,
+        hasher: Any = None,
+        written_since: float | None = None,
     ) -> ChunkWriter:
-        """A writer appending at ``offset``; :class:`OffsetMismatch` if it is not the end."""
+        """A writer appending at ``offset``. Its checks: :class:`UploadNotFound`,
+        :class:`UploadBusy`, :class:`OffsetMismatch` (``offset`` is not the end) and
+        :class:`UploadExpired` (last written before ``written_since``)."""
         ...
 
     async def mark_finished(self, upload_id: str) -> None:
