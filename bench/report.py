@@ -63,30 +63,38 @@ READING = """
   node_modules outside the checkout); each tus peer gets a POST and one PATCH, no auth.
 - **Concurrent uploads**: three interleaved rounds each of the uvicorn sink, the
   raw-socket sink and tusd-py (medians); memory growth stays flat because bodies are
-  streamed. Where the time goes (profiled on this machine with py-spy, perf,
-  `INFO commandstats` and psutil CPU times, one round = 320 PATCHes of 1 MiB + 32 POSTs):
-  the API spends about 1.5 s of CPU per round (user 0.5-0.7 s, system 0.9-1.0 s) where
-  the bare sink spends 0.35-0.9 s (user 0.1 s) for the same bytes, i.e. about 1.5 ms of
-  user CPU per request against 0.3 ms. perf: the sink is 61 % kernel page-cache copy
-  and 3 % Python; the API is 19 % page-cache copy, about 35 % Python interpreter and
-  about 10 % scheduler/futex wake-ups (thread hand-overs). Per PATCH: 3.3 Redis round
-  trips (the bearer check's session pipeline, lock acquire, lock release, and the lock
-  watcher's refreshes, 96 per round) and 13 Redis commands counted server-side
-  (including the creation and finish of each upload); 4 thread hops (description read
-  before the lock, again under it, opening the writer, the one 1 MiB `pwritev`). Python
-  frames on the event loop: the redis-py send path 6.5 %, the middleware stack 2.5 %
-  inclusive (all five are pure ASGI; none but Starlette's route body limit wraps
-  `receive`, one coroutine per chunk), the guard protocol's `data_received` 1.2 %,
-  PyJWT 0.7 %, our write loop about 1 %. The gap is therefore the fixed cost of a
-  request (Redis round trips, Starlette/redis-py Python work, thread wake-ups), not the
-  byte path: shrinking it means fewer round trips per PATCH (one lock script that also
-  checks the session; one batched refresh for all held locks instead of a watcher task
-  per lock) and fewer hops (description and writer opened in one thread hop).
-  Since this run: one refresh loop per node replaces the watcher task per lock (it
-  saves round trips only while locks are held past 100 ms: slow clients, a busy node),
-  and a PATCH reuses the description read before the lock (4 thread hops to 3); in
-  alternated runs the ratio went from 0.71 to 0.82 (median of 3). Left: the bearer
-  check, lock acquire and release are one round trip each per PATCH.
+  streamed. Two changes to the method since the first recorded run, both because the
+  old one did not measure the servers: (1) the clients are `bench/loadgen.py` (request
+  heads written from bytes on uvloop) instead of httpx: with httpx the bench process
+  sat at 94-99 % of one of the two cores while the API used ~50 % and the machine was
+  ~50 % idle, so every contender ran at the client's pace (the loadgen uses ~20 % of a
+  core for the same load and all figures roughly doubled); (2) every contender's files
+  are removed after its round: writing into page cache never touched before costs a
+  third more on this VM (a sink that keeps its files falls from ~390 to ~280 MB/s after
+  1.3 GB), which favoured whoever ran after a clean-up. Absolute figures still swing by
+  2x between runs as the VM's memory warms (the sink measured 700 to 1,900 MB/s within
+  one hour), so only same-run ratios mean anything.
+  Where the time goes, profiled with perf, py-spy, `INFO commandstats` and psutil per
+  thread: the sink is one thread at 99 % of a core, 65 % of it the kernel's page-cache
+  copy and 2 % Python. The API's event loop runs at ~65 % of a core and its threads add
+  ~40 %; per PATCH it does what the sink does plus the bearer check (JWT decode and
+  one Redis pipeline: revoked token, revoked family, user epoch), the lock (one
+  acquire script, one release script; refreshes are one batched call per 100 ms for
+  all held locks) and 2 thread hops (open the writer under the lock, one 1 MiB
+  `pwritev`). The fixed cost of a request, measured with 2,000 1-byte PATCHes
+  against 1-byte PUTs: 515 us user + 155 us system CPU for the API against
+  35 + 300 us for the sink (whose system time is creating a file per PUT); before this
+  round's changes it was 695 + 210 us. What came off: a PATCH reads no description
+  before its lock when this process wrote the upload last (`tusd_py/tus/recent.py`;
+  the writer opened under the lock checks existence, offset and last write time), one
+  thread hop and a JSON read less; earlier, one refresh loop per node instead of a
+  watcher task per lock, and no re-read under the lock. What is left is the work a
+  tus PATCH must do and a sink does not: three Redis round trips (session, acquire,
+  release), two thread hand-overs (each a futex wake-up and a GIL hand-back, which is
+  where the loop's idle time goes when it is busy) and Starlette/redis-py Python. The
+  next steps would be folding the writer's open into its first write (one hop) and
+  checking the session inside the lock script (one round trip, but it couples auth to
+  the tus locker); neither closes a 1.4x gap to a sink that does none of this work.
 - **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round trip,
   and the fsync and rename of the result, a durability the in-process floor does not pay; the transformation itself dominates at 100 MB. Median of five interleaved runs each.
   Profiled by hand (the function over 100 MB in fresh interpreters, four passes each,
@@ -104,11 +112,15 @@ READING = """
   (WATCH, EXISTS, MULTI/EXEC), its poll (ZRANGEBYSCORE), its start (WATCH, EXISTS, ZSCORE,
   MULTI/EXEC), `run_job`'s pipeline, our `begin_try` script and our `complete` script.
   The bare ARQ floor is set by its poll, not by Redis: `max_jobs` jobs per 50 ms poll is
-  40/s; tusd-py passes it because a freed slot polls at once. What is left against
-  Celery is ARQ's own start path (its WATCH/EXISTS/ZSCORE/MULTI is 23 % of the worker's
-  busy time in py-spy, its abort check 9.5 %, `finish_job` 8.4 %); within ARQ's public
-  API these cannot be batched further, only skipped (job ids the worker already runs).
-  The ratio moved between 0.70 and 1.02 across runs on this shared 2-core VM.
+  40/s; tusd-py passes it because a freed slot reads the queue at once. That eager look
+  only reads the queue and starts jobs (the abort check, the heartbeat and the clean-up
+  stay with the regular poll every 50 ms), and `start_jobs` passes over job ids the
+  worker is running itself: they stay at the head of the queue until they finish, and
+  ARQ spent WATCH, EXISTS and ZSCORE on each to find that out (before this, ARQ's start
+  path was 23 % of the worker's busy time in py-spy, its abort check 9.5 %). What is
+  left of ARQ's cost per task (enqueue, ZRANGEBYSCORE, WATCH/EXISTS/ZSCORE/MULTI, the
+  run pipeline, `finish_job`) cannot be batched within its public API.
+  The ratio to Celery has moved between 0.70 and 1.02 across runs on this shared VM.
 - **Job memory**: the child streams in 1 MiB chunks; its peak RSS is the interpreter's,
   the same for 1 KB and 100 MB.
 """
