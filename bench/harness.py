@@ -74,6 +74,21 @@ def text_file(directory: Path, size: int) -> Path:
     return path
 
 
+def ascii_file(directory: Path, size: int) -> Path:
+    """An ASCII text file of ``size`` bytes (mixed case): what ``uppercase``'s fast path takes."""
+    path = directory / f"ascii-{size}.txt"
+    if not path.exists() or path.stat().st_size != size:
+        line = b"The quick brown fox jumps over the lazy dog; 0123456789 ABC xyz.\n"
+        block = line * (MiB // len(line) + 1)
+        with path.open("wb") as out:
+            written = 0
+            while written < size:
+                piece = block[: size - written]
+                out.write(piece)
+                written += len(piece)
+    return path
+
+
 def metadata_header(metadata: dict[str, str]) -> str:
     return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items())
 
