@@ -81,46 +81,63 @@ READING = """
   one Redis pipeline: revoked token, revoked family, user epoch), the lock (one
   acquire script, one release script; refreshes are one batched call per 100 ms for
   all held locks) and 2 thread hops (open the writer under the lock, one 1 MiB
-  `pwritev`). The fixed cost of a request, measured with 2,000 1-byte PATCHes
-  against 1-byte PUTs: 515 us user + 155 us system CPU for the API against
-  35 + 300 us for the sink (whose system time is creating a file per PUT); before this
-  round's changes it was 695 + 210 us. What came off: a PATCH reads no description
-  before its lock when this process wrote the upload last (`tusd_py/tus/recent.py`;
-  the writer opened under the lock checks existence, offset and last write time), one
-  thread hop and a JSON read less; earlier, one refresh loop per node instead of a
-  watcher task per lock, and no re-read under the lock. What is left is the work a
-  tus PATCH must do and a sink does not: three Redis round trips (session, acquire,
-  release), two thread hand-overs (each a futex wake-up and a GIL hand-back, which is
-  where the loop's idle time goes when it is busy) and Starlette/redis-py Python. The
-  next steps would be folding the writer's open into its first write (one hop) and
-  checking the session inside the lock script (one round trip, but it couples auth to
-  the tus locker); neither closes a 1.4x gap to a sink that does none of this work.
-- **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round trip,
-  and the fsync and rename of the result, a durability the in-process floor does not pay; the transformation itself dominates at 100 MB. Median of five interleaved runs each.
-  Profiled by hand (the function over 100 MB in fresh interpreters, four passes each,
-  several rounds): the same code took 0.48 to 0.81 s from one round to the next with
-  under 2,500 page faults and no fsync stall, i.e. the machine's own noise (a shared
-  2-core VM), so single runs of this ratio have ranged from 0.47 to 1.10; start-up,
-  fsync and the queue add about 0.13 s to the worker's side.
+  `pwritev`, which also opens the writer). The fixed cost of a request, measured with
+  2,000 1-byte PATCHes against 1-byte PUTs: 535 us user + 85 us system CPU for the API
+  against 35-40 + 300-370 us for the sink (whose system time is creating a file per
+  PUT); before this round's changes it was 695 + 210 us. What came off: a PATCH reads
+  no description before its lock when this process wrote the upload last
+  (`tusd_py/tus/recent.py`; the writer checks existence, offset and last write time
+  under the lock), and the writer opens the data in the thread of its first write
+  (`tusd_py/tus/filestore.py`): 3 thread hops per 1 MiB PATCH became 1. Thread
+  hand-overs were the expensive part under load, not for their CPU but for their wait
+  (a futex wake-up and a GIL hand-back while the loop is busy): the second change alone
+  took the ratio from 0.71-0.81 to 1.03-1.15 in seven alternated runs. Earlier rounds
+  had already made it one batched lock refresh per node and no re-read under the lock.
+  Left per PATCH: three Redis round trips (session, acquire, release) and
+  Starlette/redis-py Python; checking the session inside the lock script would save one
+  but couple auth to the tus locker.
+- **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round
+  trip, and the fsync and rename of the result. Two texts: the mixed one (non-ASCII in
+  every line, so every chunk takes the exact UTF-8 path; its floor writes plainly and
+  skips the fsync, as before) and an ASCII one (the per-chunk `bytes.upper` fast path;
+  its floor writes, fsyncs and renames as a try's child does). Every run writes a new
+  result file and all results are removed after each of the five interleaved repeats:
+  on this VM, writing into page cache never touched before costs up to 1.6x more (a
+  100 MB result into a new file took 475-500 ms, over a file just removed 300-330 ms),
+  and the floor used to overwrite one file while the worker's results piled up. That is
+  also why the ASCII floor reads ~540 MB/s when it writes a new file and 1.3 GB/s when
+  it overwrites one: the transformation itself is `bytes.upper` at ~3.5 GB/s in the
+  same run (29 ms per 100 MB); the rest is reading, the kernel's page-cache copy and
+  the fsync. Single runs range widely (the machine's own noise, a shared 2-core VM).
 - **Queue latency**: a worker looks at the queue every `TUSD_PY_WORKER_POLL_INTERVAL`
   (50 ms), the floor ARQ itself shows, and at once when a job frees a slot; "completed"
   adds one try in a warm child (no interpreter start).
 - **Small tasks**: tries run in a warm pool of `max_jobs` children (Celery prefork's
   model), so a 1 KB task costs about 1.8 ms of worker CPU and 0.6 ms of child CPU instead
-  of an interpreter start (about 75 ms). A task is 12 Redis round trips from finish hook
+  of an interpreter start (about 75 ms). A task is 9 Redis round trips from finish hook
   to `task.completed` (listed in `processing/tasks.py`): our create script, ARQ's enqueue
-  (WATCH, EXISTS, MULTI/EXEC), its poll (ZRANGEBYSCORE), its start (WATCH, EXISTS, ZSCORE,
-  MULTI/EXEC), `run_job`'s pipeline, our `begin_try` script and our `complete` script.
+  (WATCH, EXISTS, MULTI/EXEC), the queue read (ZRANGEBYSCORE), our claim script (ARQ's
+  WATCH, EXISTS, ZSCORE, MULTI/EXEC as one call: the in-progress key unless it exists,
+  the job still queued and due), `run_job`'s pipeline, our `begin_try` script and our
+  `complete` script, then ARQ's `finish_job` pipeline.
   The bare ARQ floor is set by its poll, not by Redis: `max_jobs` jobs per 50 ms poll is
   40/s; tusd-py passes it because a freed slot reads the queue at once. That eager look
   only reads the queue and starts jobs (the abort check, the heartbeat and the clean-up
   stay with the regular poll every 50 ms), and `start_jobs` passes over job ids the
-  worker is running itself: they stay at the head of the queue until they finish, and
-  ARQ spent WATCH, EXISTS and ZSCORE on each to find that out (before this, ARQ's start
-  path was 23 % of the worker's busy time in py-spy, its abort check 9.5 %). What is
-  left of ARQ's cost per task (enqueue, ZRANGEBYSCORE, WATCH/EXISTS/ZSCORE/MULTI, the
-  run pipeline, `finish_job`) cannot be batched within its public API.
-  The ratio to Celery has moved between 0.70 and 1.02 across runs on this shared VM.
+  worker is running itself (they stay at the head of the queue until they finish).
+  Where a small task's time goes (task timestamps of 600 drained tasks, ms resolution):
+  2 ms from `begin_try` to `complete` (the child's pipe round trip, reading 1 KB, the
+  result's fsync, about 1.1 ms here, and the rename), then ~1.3 ms until the slot's
+  next try begins: ARQ's `finish_job` pipeline, the queue read, the claim, ARQ's
+  `run_job` pipeline and our `begin_try` script, one round trip each, one after another.
+  The worker's own CPU is 0.3-0.4 ms per task: it waits on Redis, not on Python. Celery
+  prefetches messages while its children work, so its chain per task is the work and
+  two result writes; closing the rest means claiming the next job while a slot's try
+  runs (prefetch), which ARQ's `max_jobs` counts as running: not done here. The drain
+  is watched by polling the last task only (fetching each task as it ended took CPU
+  from the worker: 481 against 550-646 tasks/s on the same code). Celery's own figure
+  has ranged from 437 to 830 tasks/s across runs on this VM; five alternated runs of
+  this scenario today gave ratios of 1.07, 0.90, 1.02, 0.94 and 1.33.
 - **Job memory**: the child streams in 1 MiB chunks; its peak RSS is the interpreter's,
   the same for 1 KB and 100 MB.
 """

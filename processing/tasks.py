@@ -23,20 +23,19 @@ API, ``submit_task``:
  3. EXISTS job and result keys
  4. MULTI PSETEX ZADD EXEC
 Worker:
- 5. ZRANGEBYSCORE of the queue (one per poll, shared by the jobs it starts)
- 6. ``start_jobs``: WATCH in-progress key
- 7. EXISTS in-progress key
- 8. ZSCORE of the job in the queue
- 9. MULTI PSETEX in-progress EXEC
-10. ``run_job``: MULTI GET job, INCR/EXPIRE try counter, ZREM abort EXEC
-11. :meth:`TaskStore.begin_try` (Lua: shorten the in-progress key, read the task, check
-    the budget, -> processing, task.progress); before it was a pipeline (HGETALL,
-    PEXPIRE) plus the start's own Lua call
-12. :meth:`TaskStore.complete` (Lua: -> completed, task.completed)
+ 5. ZRANGEBYSCORE of the queue (one per poll, shared by the jobs it starts; a freed
+    slot reads it at once)
+ 6. the claim (``EagerWorker.start_jobs``, Lua: the in-progress key unless it exists,
+    the job still queued and due), which ARQ does as WATCH, EXISTS, ZSCORE and
+    MULTI PSETEX EXEC, four round trips
+ 7. ``run_job``: MULTI GET job, INCR/EXPIRE try counter, ZREM abort EXEC
+ 8. :meth:`TaskStore.begin_try` (Lua: shorten the in-progress key, read the task, check
+    the budget, -> processing, task.progress)
+ 9. :meth:`TaskStore.complete` (Lua: -> completed, task.completed)
 
-After ``task.completed``: ARQ's ``finish_job`` (MULTI ... EXEC), and per poll its
-abort-set pipeline (ZRANGE, ZREMRANGEBYSCORE). Only 11 and 12 (and 1) are ours; ARQ's
-2-10 go through its public API, which offers no batching of them.
+After ``task.completed``: ARQ's ``finish_job`` (MULTI ... EXEC), and per regular poll
+its abort-set pipeline (ZRANGE, ZREMRANGEBYSCORE). 1, 6, 8 and 9 are ours; ARQ's 2-5
+and 7 go through its public API, which offers no batching of them.
 """
 
 from __future__ import annotations
