@@ -15,6 +15,9 @@ How a try ends:
 - cancelled by a stopping worker (SIGTERM after ``shutdown_grace``): the child is
   killed, the task goes back to ``queued`` and the try is given back (ARQ's try
   counter is decremented), so a deploy does not burn tries;
+- claimed ahead of a free try slot (:mod:`processing.slots`): the job waits, its claim
+  kept alive by a lease, with the task still ``queued``; a stopping worker's waiting
+  job leaves without beginning and goes back to the queue as the same try;
 - the worker dies (kill -9): the child dies with it (PDEATHSIG); ARQ reruns the job
   once the lease expires, as the next try, noting the interruption as the error;
 - Redis goes away while the child runs: the try runs on; once it ended (its result
@@ -53,6 +56,7 @@ from processing.outage import OUTAGE_ERRORS, Outage
 from processing.pool import ChildPool
 from processing.records import Task, TaskStatus, is_task_id
 from processing.runner import TryFailed, run_operation
+from processing.slots import TrySlots
 from processing.submit import JOB_NAME
 from processing.tasks import INTERRUPTED_FORMAT, TaskStore
 from processing.uploads import UploadRemover
@@ -112,6 +116,8 @@ class WorkerState:
     """The worker's warm children; None runs each try in a fresh one-shot child."""
     usage: StorageLedger | None = None
     """The per-user storage ledger a result is charged to; None charges nothing."""
+    slots: TrySlots | None = None
+    """The worker's try slots (jobs are claimed ahead of them); None: ARQ's slots alone."""
 
 
 def source_of(task: Task) -> Path | None:
@@ -190,6 +196,59 @@ async def process_task(ctx: dict[str, Any], task_id: str) -> str:
 
 
 async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_try: int) -> str:
+    slots = state.slots
+    if slots is None:
+        return await _begin_try(ctx, state, task_id, job_try)
+    given_back = await _wait_for_slot(ctx, state, slots, task_id)
+    try:
+        if slots.stopping:  # claimed before the worker was told to stop: not begun, give back
+            if not given_back:
+                await _give_back(ctx)
+            raise Retry(defer=0)
+        recount = retry_key_prefix + ctx["job_id"] if given_back else None
+        return await _begin_try(ctx, state, task_id, job_try, recount)
+    finally:
+        slots.release()
+
+
+async def _wait_for_slot(ctx: dict[str, Any], state: WorkerState, slots: TrySlots, task_id: str) -> bool:
+    """Take a try slot (:mod:`processing.slots`); whether the job gave its start back.
+
+    A job that must wait gives its start back to ARQ's counter first (``begin_try``
+    counts it again), so that a worker dying meanwhile costs it no try, and keeps its
+    claim alive with a lease. Cancelled while waiting (an abort, a stopping worker), it
+    leaves with nothing begun."""
+    if await slots.take_free():
+        return False
+    given_back = await _give_back(ctx)
+    lease = Lease(ctx["redis"], ctx["job_id"], task_id, state.config.lease_ttl, _no_op, armed=True)
+    async with lease:
+        await slots.acquire()
+    return given_back
+
+
+def _no_op() -> None:
+    """A waiting job's lease ignores a cancel: ARQ's abort ends the wait, and ``begin_try``
+    refuses to begin a cancelled task anyway."""
+
+
+async def _give_back(ctx: dict[str, Any]) -> bool:
+    """ARQ counted this start as a try; the next start should be this try again."""
+    try:
+        await ctx["redis"].decr(retry_key_prefix + ctx["job_id"])
+    except RedisError as exc:  # then a death while waiting costs the job one start
+        logger.warning("could not give back the start of %s: %s", ctx["job_id"], exc)
+        return False
+    return True
+
+
+async def _begin_try(
+    ctx: dict[str, Any],
+    state: WorkerState,
+    task_id: str,
+    job_try: int,
+    recount: str | None = None,
+) -> str:
     config, tasks = state.config, state.tasks
     # One round trip (TaskStore.begin_try): shorten ARQ's in-progress lock to the lease's
     # TTL, read the task, check our budget and start the try. Our budget decides, not
@@ -201,6 +260,7 @@ async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_tr
         job_lock=in_progress_key_prefix + ctx["job_id"],
         lock_ms=int(config.lease_ttl * 1000),
         max_interruptions=MAX_INTERRUPTIONS,
+        recount=recount,
     )
     task = begun.task
     if task is None:
@@ -224,6 +284,7 @@ async def _process(ctx: dict[str, Any], state: WorkerState, task_id: str, job_tr
 
 
 async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int, source: Path) -> str:
+
     config, tasks = state.config, state.tasks
     target = config.result_path(task.id)
     temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")
@@ -244,12 +305,10 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
         async with lease:
             try:
                 await run
-                await asyncio.to_thread(os.replace, temporary, target)
+                size = await asyncio.to_thread(_place_result, temporary, target)
                 # Charged once the result is in place (no API serves it before the task
                 # completes): through a Redis outage the charge waits, the work stays done.
-                if not await _recorded(
-                    task.id, "its result size", lambda: _charge_result(state, task, target)
-                ):
+                if not await _recorded(task.id, "its result size", lambda: _charge_result(state, task, size)):
                     await asyncio.to_thread(target.unlink, missing_ok=True)
                     limit = state.usage.limit if state.usage is not None else 0
                     message = (
@@ -285,12 +344,17 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     return "superseded"
 
 
-async def _charge_result(state: WorkerState, task: Task, result: Path) -> bool:
+def _place_result(temporary: Path, target: Path) -> int:
+    """In a thread, in one hop: rename the fsynced result into place; its size."""
+    os.replace(temporary, target)
+    return target.stat().st_size
+
+
+async def _charge_result(state: WorkerState, task: Task, size: int) -> bool:
     """Charge the written result's real size to its owner (it replaces the room held
     back at upload); False if it would pass the storage quota."""
     if state.usage is None:
         return True
-    size = (await asyncio.to_thread(os.stat, result)).st_size
     return await state.usage.charge_result(task.owner, task.id, size)
 
 

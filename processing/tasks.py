@@ -173,7 +173,8 @@ return {1, snapshot, id}
 """
 
 # A worker's first call for a try, folded into one round trip (ARQ's job lock, the task
-# read and the start): shorten ARQ's in-progress key to the lease's TTL; read the task;
+# read and the start): shorten ARQ's in-progress key to the lease's TTL; count ARQ's start
+# again (KEYS[3], only for a job that gave it back while it waited for a try slot); read the task;
 # refuse a missing one ({0}) or a finished one ({2, snapshot}); refuse one whose budget
 # is spent ({3, snapshot}: failed tries >= max_attempts, or more than ARGV[4] starts cut
 # short by a dying worker); else start try ARGV[1] (-> processing, error noted if the
@@ -183,6 +184,7 @@ return {1, snapshot, id}
 # deployment ARQ supports) allows.
 _BEGIN_TRY = """
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if KEYS[3] then redis.call('INCR', KEYS[3]) end
 local raw = redis.call('HGETALL', KEYS[1])
 if #raw == 0 then return {0} end
 local f = {}
@@ -361,16 +363,25 @@ class TaskStore:
         )
 
     async def begin_try(
-        self, task_id: str, attempt: int, *, job_lock: str, lock_ms: int, max_interruptions: int
+        self,
+        task_id: str,
+        attempt: int,
+        *,
+        job_lock: str,
+        lock_ms: int,
+        max_interruptions: int,
+        recount: str | None = None,
     ) -> TryStart:
         """A worker's first call for try ``attempt`` of ``task_id``, in one round trip:
         shorten ARQ's in-progress key ``job_lock`` to ``lock_ms``, read the task and, if
         it is unfinished and its budget allows another try, start it (-> processing,
         task.progress). ``max_interruptions`` bounds starts cut short by a dying worker
         (``attempt - 1 - failures``); failed tries are bounded by the task's
-        ``max_attempts``. See :class:`TryStart` for the outcomes."""
+        ``max_attempts``. ``recount``: ARQ's start counter of a job that gave its start
+        back while it waited for a try slot (:mod:`processing.slots`), counted again
+        here. See :class:`TryStart` for the outcomes."""
         reply = await self._begin_try(
-            keys=[task_key(task_id), job_lock],
+            keys=[task_key(task_id), job_lock, *([recount] if recount else [])],
             args=[
                 attempt,
                 now_ms(),

@@ -2,20 +2,24 @@
 
 Settings that matter, and why:
 
-- ``max_jobs = config.max_jobs``: at most that many tries run at once in one process.
+- ARQ's ``max_jobs = config.max_jobs + PREFETCHED_JOBS``, and at most ``config.max_jobs``
+  tries run at once in one process (:mod:`processing.slots`): a job claimed beyond them
+  waits for a try slot with its bookkeeping done.
 - ``allow_abort_jobs``: the API's cancel aborts the job; the worker looks for aborts on
   every poll (``poll_delay``, 0.05 s by default), so a running child is killed within about that.
 - ``job_completion_wait = shutdown_grace``: on SIGTERM, running tries get that long to
   finish; then they are cancelled, their children killed, their tasks requeued.
-- The job's ARQ timeout is ``job_timeout + ARQ_TIMEOUT_MARGIN``: ours fires first and
-  kills the child; ARQ's would only fail the job for good.
+- The job's ARQ timeout is ``2 * job_timeout + ARQ_TIMEOUT_MARGIN`` (a claimed job may
+  wait one try for its slot): ours fires first and kills the child; ARQ's would only
+  fail the job for good.
 - The job's ARQ ``max_tries`` is above any task's ``max_attempts`` plus the allowance
   for interrupted starts, so the job itself always records the final state (see
   :mod:`processing.jobs`).
 - Tries run in a warm pool of ``max_jobs`` children (:mod:`processing.pool`), started
   at start-up and killed at shutdown (or by their own PDEATHSIG if the worker dies).
-- ARQ holds a started job for the largest function timeout + 10 s; :mod:`processing.lease`
-  shortens that to ``lease_ttl`` while a try runs, which bounds crash recovery.
+- ARQ would hold a started job for the largest function timeout + 10 s; our claim takes
+  it for ``lease_ttl`` and :mod:`processing.lease` re-arms that while the job waits and
+  while its try runs, which bounds crash recovery.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from processing.jobs import MAX_INTERRUPTIONS, WorkerState, process_task
 from processing.outage import OUTAGE_ERRORS, Outage
 from processing.pool import ChildPool
 from processing.records import MAX_ATTEMPTS_LIMIT
+from processing.slots import PREFETCHED_JOBS, TrySlots
 from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
 from processing.uploads import UploadRemover
@@ -77,6 +82,7 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
             uploads,
             pool,
             usage=StorageLedger(ctx["redis"], limit=config.storage_quota),
+            slots=TrySlots(config.max_jobs),
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -89,7 +95,7 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
             func(
                 process_task,
                 name=JOB_NAME,
-                timeout=config.job_timeout + ARQ_TIMEOUT_MARGIN,
+                timeout=2 * config.job_timeout + ARQ_TIMEOUT_MARGIN,
                 max_tries=max(config.max_tries, MAX_ATTEMPTS_LIMIT) + MAX_INTERRUPTIONS + 1,
                 keep_result=KEEP_ARQ_RESULT,
             )
@@ -105,7 +111,7 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
         ],
         "redis_settings": RedisSettings.from_dsn(config.redis_url),
         "queue_name": config.queue_name,
-        "max_jobs": config.max_jobs,
+        "max_jobs": config.max_jobs + PREFETCHED_JOBS,
         "job_completion_wait": config.shutdown_grace,
         "allow_abort_jobs": True,
         "retry_jobs": True,
@@ -269,9 +275,17 @@ class EagerWorker(Worker):
         if self._claim_script is None:
             self._claim_script = self.pool.register_script(_CLAIM)
         keys = [in_progress_key_prefix + job_id, self.queue_name]
-        args = [job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)]
+        args = [job_id, timestamp_ms(), self._lease_ms]  # the job's lease re-arms it
         score = await self._claim_script(keys=keys, args=args, client=self.pool)
         return None if score is None else int(score)
+
+    def handle_sig_wait_for_completion(self, signum: Any) -> None:
+        """SIGTERM: besides ARQ's stop (no new jobs, running ones get ``job_completion_wait``),
+        jobs claimed ahead of a try slot leave without beginning (:mod:`processing.slots`)."""
+        state = self.ctx.get("state")
+        if state is not None and state.slots is not None:
+            state.slots.stop()
+        super().handle_sig_wait_for_completion(signum)
 
     # -- one job ---------------------------------------------------------------------
 

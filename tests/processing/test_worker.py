@@ -234,9 +234,42 @@ async def test_sigterm_lets_a_running_try_finish_within_the_grace(bench: Bench):
     # Queued only now: two jobs enqueued in the same millisecond start in id order, so
     # queuing both first let this one start first now and then.
     queued = await bench.submit(b"later", operation="uppercase")
+    # Claimed ahead of the only try slot (processing.slots), it waits with its task queued.
+    await wait_until_claimed(bench, queued.id)
+    assert (await bench.tasks.get(queued.id)).status is TaskStatus.QUEUED
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     finished = await bench.tasks.get(task.id)
     assert finished.status is TaskStatus.COMPLETED and finished.attempts == 1
-    # A stopping worker picks nothing new.
+    # A stopping worker begins nothing new: the claimed job went back to the queue.
     assert (await bench.tasks.get(queued.id)).status is TaskStatus.QUEUED
+    bench.start_worker()
+    later = await bench.wait_for(queued.id, done)
+    assert later.status is TaskStatus.COMPLETED
+    assert later.attempts == 1 and later.error is None  # given back as the same try
+
+
+async def wait_until_claimed(bench: Bench, task_id: str) -> None:
+    """Until a worker holds the task's ARQ job (its in-progress key)."""
+    for _ in range(200):
+        if await bench.arq.exists("arq:in-progress:" + task_id):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {task_id} was never claimed")
+
+
+async def test_a_job_claimed_ahead_of_a_slot_reruns_soon_after_the_workers_kill_9(bench: Bench):
+    running = await bench.submit(b"xyz" * 1000, operation="fault-slow")
+    waiting = await bench.submit(b"later", operation="uppercase")
+    victim = bench.start_worker(max_jobs=1)
+    await bench.wait_for(running.id, lambda t: t.status is TaskStatus.PROCESSING)
+    await wait_until_claimed(bench, waiting.id)
+    assert (await bench.tasks.get(waiting.id)).status is TaskStatus.QUEUED
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    killed_at = time.monotonic()
+    bench.start_worker()
+    later = await bench.wait_for(waiting.id, done)
+    # Its claim was a lease (lease_ttl), not ARQ's timeout + 10 s: free again within it.
+    assert time.monotonic() - killed_at < bench.config.lease_ttl + 5
+    assert later.status is TaskStatus.COMPLETED and later.attempts == 1 and later.error is None
