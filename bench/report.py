@@ -91,11 +91,18 @@ READING = """
   (`tusd_py/tus/filestore.py`): 3 thread hops per 1 MiB PATCH became 1. Thread
   hand-overs were the expensive part under load, not for their CPU but for their wait
   (a futex wake-up and a GIL hand-back while the loop is busy): the second change alone
-  took the ratio from 0.71-0.81 to 1.03-1.15 in seven alternated runs. Earlier rounds
+  took the ratio from 0.71-0.81 to 1.03-1.15 in five alternated runs. Earlier rounds
   had already made it one batched lock refresh per node and no re-read under the lock.
-  Left per PATCH: three Redis round trips (session, acquire, release) and
-  Starlette/redis-py Python; checking the session inside the lock script would save one
-  but couple auth to the tus locker.
+  The ratio depends on what the VM's kernel charges for the page-cache copy, which
+  changes by the hour: while it is dear (the sink at 650-750 MB/s, one thread at 99 %
+  of a core mostly copying) tusd-py, which copies in worker threads, is ahead; while it
+  is cheap (the sink at 1,200-1,900 MB/s) the sink is bound by nothing but its
+  request rate and tusd-py's fixed cost per request decides (0.38-0.61 in such runs;
+  tusd-py itself stays at 570-770 MB/s in both). Left per PATCH: three Redis round
+  trips (session, acquire, release) and the Starlette/redis-py/uvicorn Python around
+  them (middleware stack ~6 % of the API's samples, the redis-py send path ~4 %);
+  checking the session inside the lock script would save one round trip but couple
+  auth to the tus locker.
 - **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round
   trip, and the fsync and rename of the result. Two texts: the mixed one (non-ASCII in
   every line, so every chunk takes the exact UTF-8 path; its floor writes plainly and
@@ -131,13 +138,20 @@ READING = """
   next try begins: ARQ's `finish_job` pipeline, the queue read, the claim, ARQ's
   `run_job` pipeline and our `begin_try` script, one round trip each, one after another.
   The worker's own CPU is 0.3-0.4 ms per task: it waits on Redis, not on Python. Celery
-  prefetches messages while its children work, so its chain per task is the work and
-  two result writes; closing the rest means claiming the next job while a slot's try
-  runs (prefetch), which ARQ's `max_jobs` counts as running: not done here. The drain
-  is watched by polling the last task only (fetching each task as it ended took CPU
-  from the worker: 481 against 550-646 tasks/s on the same code). Celery's own figure
-  has ranged from 437 to 830 tasks/s across runs on this VM; five alternated runs of
-  this scenario today gave ratios of 1.07, 0.90, 1.02, 0.94 and 1.33.
+  prefetches messages while its children work; so does tusd-py now
+  (`processing/slots.py`): ARQ gets `max_jobs + 1` slots and a claimed job waits for
+  one of `max_jobs` try slots with its bookkeeping done (its task still `queued`, its
+  start given back to ARQ's counter, its claim kept by a lease). Measured inside a
+  slot's try then (600 tasks, medians): `begin_try` 0.26 ms, the child 1.61 ms (of which
+  the fsync ~1.1 ms), rename and size 0.18 ms, the quota charge 0.6 ms, `complete`
+  0.29 ms; the wait for a slot is ~0. Freeing the slot right after the rename (so the
+  charge and completion overlap the next try) changed nothing measurable (615/581/557
+  against 617/590/532 tasks/s alternated) and was left out; two prefetched jobs instead
+  of one gave 1.21, 1.06, 1.05 against 0.94, 1.01, 0.83, within the noise, and would
+  hold more work away from other idle workers. The drain is watched by polling the
+  last task only (fetching each task as it ended took CPU from the worker: 481 against
+  550-646 tasks/s on the same code). Celery's own figure has ranged from 390 to 830
+  tasks/s across runs on this VM, and the ratio from 0.74 to 1.33 (median about 1.0).
 - **Job memory**: the child streams in 1 MiB chunks; its peak RSS is the interpreter's,
   the same for 1 KB and 100 MB.
 """
