@@ -1,7 +1,7 @@
 """What a user keeps on disk, counted in Redis: the per-user storage quota's ledger.
 
 One hash per user, ``tusd:usage:<owner>``, maps each thing the user keeps to its
-bytes: ``upload:<id>`` (an upload, finished or not: its declared length, or the
+bytes (beside a running ``total``, so that checks do not read every entry): ``upload:<id>`` (an upload, finished or not: its declared length, or the
 largest possible one while deferred), ``room:<id>`` (bytes held back for the result
 of the task the upload becomes) and ``result:<id>`` (a written result, its real
 size). The API reserves ``upload:`` and ``room:`` at creation; the worker swaps
@@ -23,39 +23,98 @@ from processing.records import KEY_PREFIX, text
 DEFAULT_STORAGE_QUOTA = 10 * 1024**3
 """Bytes one user may keep (``TUSD_PY_STORAGE_QUOTA``): 10 GiB."""
 
+# Every script keeps a running ``total`` field beside the entries, so that no check reads
+# every entry (a user keeps one to three per stored upload: thousands, for 7 days).
+# ``total_of`` computes it once for a hash written before the field existed.
+_TOTAL = """
+local function total_of(key)
+  local total = redis.call('HGET', key, 'total')
+  if total then return tonumber(total) end
+  local sum = 0
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do sum = sum + tonumber(flat[i + 1]) end
+  return sum
+end
+"""
+
 # Reserve ARGV[2..] (name, bytes pairs) unless the first name is already counted
 # (idempotent); refuse (0) if the total would pass ARGV[1].
-_RESERVE = """
+_RESERVE = (
+    _TOTAL
+    + """
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 1 end
-local total = 0
-for _, value in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(value) end
+local total = total_of(KEYS[1])
 local adding = 0
 for i = 3, #ARGV, 2 do adding = adding + tonumber(ARGV[i]) end
 if total + adding > tonumber(ARGV[1]) then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2, #ARGV, 2 do
+  total = total + tonumber(ARGV[i + 1]) - tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'total', total)
 return 1
 """
+)
 
 # Set the counted names among ARGV (name, bytes pairs) to new sizes; others stay absent.
-_RESIZE = """
+_RESIZE = (
+    _TOTAL
+    + """
+local total = total_of(KEYS[1])
 for i = 1, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old then
+    total = total + tonumber(ARGV[i + 1]) - tonumber(old)
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'total', total) end
 return 1
 """
+)
 
 # A result of ARGV[3] bytes replaces the room (ARGV[2]) and any earlier result (ARGV[4])
 # of its task, if the total stays within ARGV[1]; else the room is given back (0).
-_CHARGE = """
-local total = 0
-for _, value in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(value) end
+_CHARGE = (
+    _TOTAL
+    + """
+local total = total_of(KEYS[1])
 local room = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 local earlier = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
 redis.call('HDEL', KEYS[1], ARGV[2])
-if total - room - earlier + tonumber(ARGV[3]) > tonumber(ARGV[1]) then return 0 end
+if total - room - earlier + tonumber(ARGV[3]) > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'total', total - room)
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[1], 'total', total - room - earlier + tonumber(ARGV[3]))
 return 1
 """
+)
+
+# Forget the names in ARGV; the hash goes when nothing but its total is left.
+_RELEASE = (
+    _TOTAL
+    + """
+local total = total_of(KEYS[1])
+for i = 1, #ARGV do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old then
+    total = total - tonumber(old)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+if redis.call('HLEN', KEYS[1]) <= 1 and redis.call('HEXISTS', KEYS[1], 'total') == 1 then
+  redis.call('DEL', KEYS[1])
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'total', total)
+end
+return 1
+"""
+)
+
+TOTAL_FIELD = "total"
+"""The running total beside the entries (not an entry: never in :meth:`StorageLedger.entries`)."""
 
 
 def usage_key(owner: str) -> str:
@@ -93,6 +152,7 @@ class StorageLedger:
         self._reserve = redis.register_script(_RESERVE)
         self._resize = redis.register_script(_RESIZE)
         self._charge = redis.register_script(_CHARGE)
+        self._release = redis.register_script(_RELEASE)
 
     async def reserve(self, owner: str, entries: dict[str, int]) -> bool:
         """Count ``entries`` (name -> bytes) together, or nothing if the total would pass
@@ -117,7 +177,7 @@ class StorageLedger:
 
     async def release(self, owner: str, *names: str) -> None:
         if names:
-            await self.redis.hdel(usage_key(owner), *names)  # type: ignore[misc]
+            await self._release(keys=[usage_key(owner)], args=list(names))
 
     async def release_task(self, owner: str, task_id: str) -> None:
         """Everything a task and its upload held (retention, account removal)."""
@@ -125,7 +185,7 @@ class StorageLedger:
 
     async def entries(self, owner: str) -> dict[str, int]:
         raw = await self.redis.hgetall(usage_key(owner))  # type: ignore[misc]
-        return {text(name): int(value) for name, value in raw.items()}
+        return {text(name): int(value) for name, value in raw.items() if text(name) != TOTAL_FIELD}
 
     async def used(self, owner: str) -> int:
         return sum((await self.entries(owner)).values())

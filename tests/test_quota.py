@@ -18,7 +18,7 @@ from redis import Redis as SyncRedis
 from processing.events import event_log_for
 from processing.housekeeping import sweep
 from processing.tasks import TaskStore, now_ms
-from processing.usage import StorageLedger, result_room
+from processing.usage import TOTAL_FIELD, StorageLedger, result_room, usage_key
 from tests.support import Service, User
 from tusd_py.processing_config import processing_config
 from tusd_py.settings import Settings
@@ -327,3 +327,42 @@ async def test_retention_frees_the_upload_and_its_result(service_factory: Factor
         await redis.aclose()
     with service.client(user) as client:
         assert usage(client)["bytes_used"] == 0
+
+
+# -- the ledger's running total ------------------------------------------------------------------
+
+
+async def test_the_ledger_keeps_a_running_total_that_matches_its_entries(redis_database: str) -> None:
+    """Checks read one field, not every entry; the field always equals the entries' sum,
+    is never an entry, and a hash written before it existed is counted right."""
+    redis = aioredis.Redis.from_url(redis_database)
+    key = usage_key("carol")
+
+    async def consistent() -> int:
+        raw = await redis.hgetall(key)
+        entries = await ledger.entries("carol")
+        assert TOTAL_FIELD not in entries
+        assert int(raw.get(TOTAL_FIELD.encode(), b"0")) == sum(entries.values())
+        return sum(entries.values())
+
+    try:
+        ledger = StorageLedger(redis, limit=1000)
+        await redis.hset(key, mapping={"upload:old": 300, "result:old": 100})  # before the field
+        assert not await ledger.reserve("carol", {"upload:a": 500, "room:a": 200})  # 400 + 700
+        assert await ledger.reserve("carol", {"upload:a": 300, "room:a": 200})
+        assert await consistent() == 900
+        assert await ledger.reserve("carol", {"upload:a": 999})  # idempotent: counted already
+        await ledger.resize("carol", {"upload:a": 250, "upload:absent": 7})
+        assert await consistent() == 850
+        assert not await ledger.charge_result("carol", "a", 451)  # 850 - 200 + 451 > 1000
+        assert await consistent() == 650  # the room was given back
+        assert await ledger.reserve("carol", {"room:a": 200})
+        assert await ledger.charge_result("carol", "a", 120)
+        assert await consistent() == 770
+        await ledger.release("carol", "upload:old", "result:old", "upload:none")
+        assert await consistent() == 370
+        await ledger.release("carol", "upload:a", "result:a")
+        assert await redis.exists(key) == 0  # nothing but the total left: the hash goes
+        assert await ledger.used("carol") == 0
+    finally:
+        await redis.aclose()
