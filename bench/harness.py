@@ -61,24 +61,19 @@ def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterat
 
 def text_file(directory: Path, size: int) -> Path:
     """A text file of ``size`` bytes (mixed case, some non-ASCII), made once."""
-    path = directory / f"text-{size}.txt"
-    if not path.exists() or path.stat().st_size != size:
-        line = "The quick brown fox jumps over the lazy dog; Größe, déjà vu. 0123456789\n".encode()
-        block = line * (MiB // len(line) + 1)
-        with path.open("wb") as out:
-            written = 0
-            while written < size:
-                piece = block[: size - written]
-                out.write(piece)
-                written += len(piece)
-    return path
+    line = "The quick brown fox jumps over the lazy dog; Größe, déjà vu. 0123456789\n".encode()
+    return _repeated_line(directory / f"text-{size}.txt", line, size)
 
 
 def ascii_file(directory: Path, size: int) -> Path:
     """An ASCII text file of ``size`` bytes (mixed case): what ``uppercase``'s fast path takes."""
-    path = directory / f"ascii-{size}.txt"
+    line = b"The quick brown fox jumps over the lazy dog; 0123456789 ABC xyz.\n"
+    return _repeated_line(directory / f"ascii-{size}.txt", line, size)
+
+
+def _repeated_line(path: Path, line: bytes, size: int) -> Path:
+    """``path`` holding ``line`` repeated up to ``size`` bytes, unless it already does."""
     if not path.exists() or path.stat().st_size != size:
-        line = b"The quick brown fox jumps over the lazy dog; 0123456789 ABC xyz.\n"
         block = line * (MiB // len(line) + 1)
         with path.open("wb") as out:
             written = 0
