@@ -116,9 +116,13 @@ READING = """
   it overwrites one: the transformation itself is `bytes.upper` at ~3.5 GB/s in the
   same run (29 ms per 100 MB); the rest is reading, the kernel's page-cache copy and
   the fsync. Single runs range widely (the machine's own noise, a shared 2-core VM).
-- **Queue latency**: a worker looks at the queue every `TUSD_PY_WORKER_POLL_INTERVAL`
-  (50 ms), the floor ARQ itself shows, and at once when a job frees a slot; "completed"
-  adds one try in a warm child (no interpreter start).
+- **Queue latency**: the finish hook rings the workers after enqueuing
+  (`processing/wake.py`: one PUBLISH; each worker listens on its own connection), and a
+  worker with a free slot reads the queue at once; it also looks every
+  `TUSD_PY_WORKER_POLL_INTERVAL` (50 ms), which is all a bare ARQ worker does, hence
+  its ~25 ms median. "Start" is measured by the server's clocks from the task's creation
+  (a try often begins before the last PATCH's answer reaches the client); timestamps
+  have millisecond resolution. "Completed" adds one try in a warm child.
 - **Small tasks**: tries run in a warm pool of `max_jobs` children (Celery prefork's
   model), so a 1 KB task costs about 1.8 ms of worker CPU and 0.6 ms of child CPU instead
   of an interpreter start (about 75 ms). A task is 9 Redis round trips from finish hook

@@ -20,6 +20,7 @@ from processing.events import EventLog
 from processing.operations import REGISTRY
 from processing.records import MAX_ATTEMPTS_LIMIT, Task, TaskStatus, clean_filename, is_task_id
 from processing.tasks import TaskStore
+from processing.wake import ring
 
 JOB_NAME = "process_task"
 """The ARQ function name of a task's job (the worker registers it under this name)."""
@@ -69,6 +70,7 @@ async def submit_task(
         raise ValueError("task id already belongs to another user")
     if task.status is TaskStatus.QUEUED:
         await arq.enqueue_job(JOB_NAME, task_id, _job_id=task_id)
+        await ring(arq, arq.default_queue_name)  # an idle worker starts it now, not at its poll
     return task
 
 

@@ -50,6 +50,7 @@ from processing.submit import JOB_NAME
 from processing.tasks import TaskStore
 from processing.uploads import UploadRemover
 from processing.usage import StorageLedger
+from processing.wake import listen
 
 __all__ = ["EagerWorker", "run_worker", "worker_settings"]
 
@@ -184,6 +185,8 @@ class EagerWorker(Worker):
         """Jobs whose ``run_job`` lost Redis before the function ran."""
         self._closing = False
         self._claim_script: AsyncScript | None = None
+        self._doorbell: asyncio.Task[None] | None = None
+        """Listens for :mod:`processing.wake`'s rings: a job was enqueued."""
 
     # -- start-up --------------------------------------------------------------------
 
@@ -199,6 +202,10 @@ class EagerWorker(Worker):
                         expires_extra_ms=self.expires_extra_ms,
                     )
                     self.outage.answered()
+                if self._doorbell is None:
+                    self._doorbell = asyncio.get_running_loop().create_task(
+                        listen(self.pool, self.queue_name, self._look_now)
+                    )
                 # Raises only before its poll loop (ARQ's Redis INFO at start-up): the
                 # loop's own errors are caught in _poll_iteration, and on_startup does no I/O.
                 await super().main()
@@ -328,8 +335,15 @@ class EagerWorker(Worker):
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
+        self._look_now()
+
+    def _look_now(self) -> None:
+        """Read the queue soon (a slot was freed, or the doorbell rang), once however many
+        reasons arrive before the look runs."""
         if self._eager_pending or self.main_task is None or self.main_task.done():
             return  # one extra look is enough for any number of freed slots; or stopping
+        if self.job_counter >= self.max_jobs or not self.allow_pick_jobs:
+            return  # no room: the next freed slot looks
         self._eager_pending = True
         task = asyncio.get_running_loop().create_task(self._eager_poll())
         self._eager.add(task)
@@ -372,6 +386,8 @@ class EagerWorker(Worker):
 
     async def close(self) -> None:
         self._closing = True
+        if self._doorbell is not None:
+            self._doorbell.cancel()
         try:
             await super().close()
         except OUTAGE_ERRORS as exc:

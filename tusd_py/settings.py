@@ -195,7 +195,7 @@ class Settings:
     max_event_streams: int = _env(_int(1, 1000), 5, "Concurrent SSE streams per user.")
     event_log_size: int = _env(_int(10), 1000, "Events kept per user for Last-Event-ID replay.")
     worker_poll_interval: float = _env(
-        _float(0.005), 0.05, "Seconds between a worker's looks at the queue (a job's start latency)."
+        _float(0.005), 0.05, "Seconds between a worker's regular looks at the queue (and for aborts)."
     )
     shutdown_grace: float = _env(
         _float(0), 30.0, "Seconds a stopping worker lets running tries finish before requeueing."

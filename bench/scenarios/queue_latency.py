@@ -1,6 +1,9 @@
-"""4. From the last PATCH answered to the job's start, and to ``task.completed`` on SSE.
+"""4. From the task's creation (the finish hook, enqueuing its job) to the try's start,
+and from the last PATCH answered to ``task.completed`` on SSE.
 
-Uploads of 1 KB go one at a time (each waits for the previous task's completion
+"Start" uses the server's clocks: since the finish hook rings the workers
+(:mod:`processing.wake`), a try often begins before the last PATCH's answer reaches
+the client, so the client's clock would give negative figures. Uploads of 1 KB go one at a time (each waits for the previous task's completion
 event), so the figures are latency, not queueing. The floor for "start" is a
 bare ARQ worker with the same poll delay running a no-op job; the floor for
 "completed" is that plus one try in a warm pool child, run directly.
@@ -87,7 +90,7 @@ def tusd_latencies(env: BenchEnv, count: int) -> tuple[list[float], list[float]]
             task_id, answered = env.upload_file(client, source, 1024)
             completed = listener.wait_for(task_id)
             task = client.get(f"/tasks/{task_id}").json()
-            starts.append(parse_time(task["started_at"]) - answered)
+            starts.append(parse_time(task["started_at"]) - parse_time(task["created_at"]))
             completions.append(completed - answered)
     return starts, completions
 

@@ -273,3 +273,18 @@ async def test_a_job_claimed_ahead_of_a_slot_reruns_soon_after_the_workers_kill_
     # Its claim was a lease (lease_ttl), not ARQ's timeout + 10 s: free again within it.
     assert time.monotonic() - killed_at < bench.config.lease_ttl + 5
     assert later.status is TaskStatus.COMPLETED and later.attempts == 1 and later.error is None
+
+
+async def test_an_idle_worker_starts_a_new_job_when_rung_not_at_its_poll(bench: Bench):
+    """The API rings the queue's doorbell after enqueuing (processing.wake): an idle worker
+    starts the job at once. Its poll here is 10 s away, so three starts well under a
+    second each are no luck of timing (about one chance in a thousand)."""
+    bench.start_worker(poll_delay=10.0)
+    warm = await bench.submit(b"first")
+    await bench.wait_for(warm.id, done, within=30)  # listening by now, whatever rang first
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        task = await bench.submit(b"rung")
+        final = await bench.wait_for(task.id, done, within=30)
+        assert final.status is TaskStatus.COMPLETED
+        assert final.started_ms is not None and final.started_ms - final.created_ms < 1000
