@@ -148,14 +148,18 @@ READING = """
   start given back to ARQ's counter, its claim kept by a lease). Measured inside a
   slot's try then (600 tasks, medians): `begin_try` 0.26 ms, the child 1.61 ms (of which
   the fsync ~1.1 ms), rename and size 0.18 ms, the quota charge 0.6 ms, `complete`
-  0.29 ms; the wait for a slot is ~0. Freeing the slot right after the rename (so the
+  0.29 ms; the wait for a slot is ~0. The charge was that dear because the storage
+  ledger's script summed every entry the user keeps (thousands in a full bench run:
+  O(stored files) of Lua on every charge and every upload creation); it now keeps a
+  running total, which is also why full runs no longer trail isolated ones. Freeing the slot right after the rename (so the
   charge and completion overlap the next try) changed nothing measurable (615/581/557
   against 617/590/532 tasks/s alternated) and was left out; two prefetched jobs instead
   of one gave 1.21, 1.06, 1.05 against 0.94, 1.01, 0.83, within the noise, and would
   hold more work away from other idle workers. The drain is watched by polling the
   last task only (fetching each task as it ended took CPU from the worker: 481 against
-  550-646 tasks/s on the same code). Celery's own figure has ranged from 390 to 830
-  tasks/s across runs on this VM, and the ratio from 0.74 to 1.33 (median about 1.0).
+  550-646 tasks/s on the same code). Celery's own figure has ranged from 390 to 856
+  tasks/s across runs on this VM, and the ratio from 0.74 to 1.33 (median about 1.0;
+  the last two full runs: 1.15 and 0.99).
 - **Job memory**: the child streams in 1 MiB chunks; its peak RSS is the interpreter's,
   the same for 1 KB and 100 MB.
 """
