@@ -284,7 +284,6 @@ async def _begin_try(
 
 
 async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try: int, source: Path) -> str:
-
     config, tasks = state.config, state.tasks
     target = config.result_path(task.id)
     temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")

@@ -174,7 +174,7 @@ class EagerWorker(Worker):
 
     def __init__(self, *, lease_ttl: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._poll_lock: asyncio.Lock | None = None
+        self._poll_lock = asyncio.Lock()  # serializes the eager queue reads with the loop's
         self._eager: set[asyncio.Task[None]] = set()
         self._eager_pending = False
         self._lease_ms = int(lease_ttl * 1000)
@@ -216,8 +216,6 @@ class EagerWorker(Worker):
     # -- the poll loop ---------------------------------------------------------------
 
     async def _poll_iteration(self) -> None:
-        if self._poll_lock is None:
-            self._poll_lock = asyncio.Lock()
         async with self._poll_lock:
             try:
                 if not self._redis_up.is_set() or self.outage.down:
@@ -360,8 +358,6 @@ class EagerWorker(Worker):
         """What a freed slot needs of ARQ's poll iteration: read the queue and start jobs.
         The abort check, the clean-up of finished tasks and the heartbeat stay with the
         regular loop (every ``poll_delay``), as does recovering from an outage."""
-        if self._poll_lock is None:
-            self._poll_lock = asyncio.Lock()
         async with self._poll_lock:
             if (
                 not self.allow_pick_jobs  # stopping (SIGTERM): no new job

@@ -49,15 +49,18 @@ from .locker import Interruptible, LockTimeout
 
 logger = logging.getLogger("tusd_py.tus")
 
-# Head of the acquire script: keep this node's heartbeat (KEYS[3] = incarnation
-# ARGV[5], for ARGV[6] ms). ARGV[7] == '1' claims the name (a fresh process);
-# else a name held by another incarnation means we lost it: return -2.
+# Both scripts first keep this node's heartbeat: the node key = incarnation, for ms.
+# claim == '1' takes the name (a fresh process); else a name held by another
+# incarnation means we lost it (false: the script returns -2).
 _HEARTBEAT = """
-local mine = redis.call('GET', KEYS[3])
-if ARGV[7] ~= '1' and mine and mine ~= ARGV[5] then
-  return -2
+local function heartbeat(key, incarnation, ms, claim)
+  local mine = redis.call('GET', key)
+  if claim ~= '1' and mine and mine ~= incarnation then
+    return false
+  end
+  redis.call('SET', key, incarnation, 'PX', ms)
+  return true
 end
-redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
 """
 
 # KEYS: lock, release, own node key[, holder's node key]. ARGV: value, ttl ms,
@@ -66,6 +69,9 @@ redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
 _ACQUIRE = (
     _HEARTBEAT
     + """
+if not heartbeat(KEYS[3], ARGV[5], ARGV[6], ARGV[7]) then
+  return -2
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('DEL', KEYS[2])
   return 1
@@ -87,12 +93,12 @@ return holder or ''
 # then each lock and its release key. ARGV[1] ttl ms, ARGV[2..4] the heartbeat's
 # (incarnation, heartbeat ms, claim), then each lock's value. Returns -2 (name lost)
 # or one state per lock: 1 (release requested), 0 (still ours), -1 (lost).
-_REFRESH_ALL = """
-local mine = redis.call('GET', KEYS[1])
-if ARGV[4] ~= '1' and mine and mine ~= ARGV[2] then
+_REFRESH_ALL = (
+    _HEARTBEAT
+    + """
+if not heartbeat(KEYS[1], ARGV[2], ARGV[3], ARGV[4]) then
   return -2
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local states = {}
 for i = 2, #KEYS, 2 do
   local value = ARGV[4 + i / 2]
@@ -105,6 +111,7 @@ for i = 2, #KEYS, 2 do
 end
 return states
 """
+)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -102,8 +102,9 @@ class ChunkWriter(Protocol):
     waits for outstanding writes, makes the bytes part of the upload and returns
     the new offset. A store may open the upload lazily (the file store does, in the
     thread of its first write): what :meth:`Store.open_writer` checks is then raised
-    by ``write``, ``flush`` or ``commit``, and no byte is written when a check fails. A staged writer (checksums) keeps the bytes aside until
-    ``commit``; ``discard`` drops them (an unstaged writer's bytes are on disk
+    by ``write``, ``flush`` or ``commit``, and no byte is written when a check fails.
+    A staged writer (checksums) keeps the bytes aside until ``commit``; ``discard``
+    drops them (an unstaged writer's bytes are on disk
     already and stay). ``digest`` is that of every byte given to ``write`` when
     a hasher was passed. ``close`` is idempotent, synchronous and safe while a
     write is still running in its thread.
