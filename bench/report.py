@@ -124,42 +124,38 @@ READING = """
   (a try often begins before the last PATCH's answer reaches the client); timestamps
   have millisecond resolution. "Completed" adds one try in a warm child.
 - **Small tasks**: tries run in a warm pool of `max_jobs` children (Celery prefork's
-  model), so a 1 KB task costs about 1.8 ms of worker CPU and 0.6 ms of child CPU instead
-  of an interpreter start (about 75 ms). A task is 9 Redis round trips from finish hook
-  to `task.completed` (listed in `processing/tasks.py`): our create script, ARQ's enqueue
-  (WATCH, EXISTS, MULTI/EXEC), the queue read (ZRANGEBYSCORE), our claim script (ARQ's
-  WATCH, EXISTS, ZSCORE, MULTI/EXEC as one call: the in-progress key unless it exists,
-  the job still queued and due), `run_job`'s pipeline, our `begin_try` script and our
-  `complete` script, then ARQ's `finish_job` pipeline.
-  The bare ARQ floor is set by its poll, not by Redis: `max_jobs` jobs per 50 ms poll is
-  40/s; tusd-py passes it because a freed slot reads the queue at once. That eager look
-  only reads the queue and starts jobs (the abort check, the heartbeat and the clean-up
-  stay with the regular poll every 50 ms), and `start_jobs` passes over job ids the
-  worker is running itself (they stay at the head of the queue until they finish).
-  Where a small task's time goes (task timestamps of 600 drained tasks, ms resolution):
-  2 ms from `begin_try` to `complete` (the child's pipe round trip, reading 1 KB, the
-  result's fsync, about 1.1 ms here, and the rename), then ~1.3 ms until the slot's
-  next try begins: ARQ's `finish_job` pipeline, the queue read, the claim, ARQ's
-  `run_job` pipeline and our `begin_try` script, one round trip each, one after another.
-  The worker's own CPU is 0.3-0.4 ms per task: it waits on Redis, not on Python. Celery
-  prefetches messages while its children work; so does tusd-py now
+  model) instead of an interpreter start each (about 75 ms). tusd-py and Celery
+  alternate three rounds each and each reports its median: Celery alone has ranged
+  from 390 to 856 tasks/s across runs on this VM. A task is 10 Redis round trips from
+  finish hook to `task.completed`, listed in `processing/tasks.py`; on the worker's
+  side: one script that reads the queue and claims (after a freed slot or a doorbell
+  ring; ARQ's own poll reads with ZRANGEBYSCORE and claims each job with WATCH, EXISTS,
+  ZSCORE and MULTI/EXEC), `run_job`'s pipeline, our `begin_try`, the quota charge and
+  `complete` scripts, then ARQ's `finish_job` pipeline. The bare ARQ floor is set by its
+  poll, not by Redis: `max_jobs` jobs per 50 ms poll is 40/s.
+  What bounds tusd-py here is the worker's event loop, not Redis or the children.
+  psutil over 900-task drains: before this round's last changes the worker spent
+  1.5-1.6 ms of CPU per task (the children 0.3-0.4, Redis 0.3), i.e. about 90 % of a
+  core at 600 tasks/s. Two changes took it to 0.94-1.04 ms and the drain from 532-607
+  to 787-885 tasks/s: the look after a freed slot reads the queue and claims in one
+  script (`_CLAIM_NEXT` in `processing/worker.py`; it was a ZRANGEBYSCORE of up to 100
+  ids and then a claim per job), and the child renames its fsynced result into place
+  and reports its size on its pipe (the worker's thread hop for rename and stat cost
+  0.48 ms of wall time per task and the futex and self-pipe wake-ups of a thread).
+  Medians inside a slot now (1,200 tasks): `begin_try` 0.28 ms, the child's pipe round
+  trip 0.96 ms (1 KB read, upper-cased, written, fsynced and renamed), the charge
+  0.29 ms, `complete` 0.41 ms, ARQ's `finish_job` 0.32 ms, the look-and-claim 0.35 ms;
+  ARQ's `run_job` from its start pipeline to the end of `finish_job` 3.1 ms, run two at
+  a time. Celery prefetches messages while its children work; so does tusd-py
   (`processing/slots.py`): ARQ gets `max_jobs + 1` slots and a claimed job waits for
   one of `max_jobs` try slots with its bookkeeping done (its task still `queued`, its
-  start given back to ARQ's counter, its claim kept by a lease). Measured inside a
-  slot's try then (600 tasks, medians): `begin_try` 0.26 ms, the child 1.61 ms (of which
-  the fsync ~1.1 ms), rename and size 0.18 ms, the quota charge 0.6 ms, `complete`
-  0.29 ms; the wait for a slot is ~0. The charge was that dear because the storage
-  ledger's script summed every entry the user keeps (thousands in a full bench run:
-  O(stored files) of Lua on every charge and every upload creation); it now keeps a
-  running total, which is also why full runs no longer trail isolated ones. Freeing the slot right after the rename (so the
-  charge and completion overlap the next try) changed nothing measurable (615/581/557
-  against 617/590/532 tasks/s alternated) and was left out; two prefetched jobs instead
-  of one gave 1.21, 1.06, 1.05 against 0.94, 1.01, 0.83, within the noise, and would
-  hold more work away from other idle workers. The drain is watched by polling the
-  last task only (fetching each task as it ended took CPU from the worker: 481 against
-  550-646 tasks/s on the same code). Celery's own figure has ranged from 390 to 856
-  tasks/s across runs on this VM, and the ratio from 0.74 to 1.33 (median about 1.0;
-  the last two full runs: 1.15 and 0.99).
+  start given back to ARQ's counter, its claim kept by a lease); the wait is ~0 at the
+  median. Tried and left out: freeing the slot right after the rename (615/581/557
+  against 617/590/532 tasks/s alternated) and two prefetched jobs instead of one (within
+  the noise, and it holds more work away from other idle workers). Left: folding the
+  charge into `complete` would save one more round trip (about 0.3 ms of a slot's time)
+  but tie the task store's script to the ledger's. The drain is watched by polling the
+  last task only (fetching each task as it ended took CPU from the worker).
 - **Job memory**: the child streams in 1 MiB chunks; its peak RSS is the interpreter's,
   the same for 1 KB and 100 MB.
 """

@@ -6,7 +6,7 @@ well above it and is never what ends a try.
 
 How a try ends:
 
-- the child exits 0: the temporary result is renamed into place, the task completes;
+- the child exits 0: it has renamed its fsynced result into place; the task completes;
 - timeout or child failure: the task is ``retrying`` and ``arq.Retry`` re-runs it after
   1 s, 2 s, 4 s ... (capped); after ``max_attempts`` tries it is ``failed`` with the
   last error;
@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -287,7 +286,7 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     config, tasks = state.config, state.tasks
     target = config.result_path(task.id)
     temporary = target.with_name(f"{task.id}.{job_try}.{secrets.token_hex(4)}.tmp")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    placed = False
     runner = state.pool.run if state.pool is not None else run_operation
     run = asyncio.create_task(
         runner(
@@ -297,14 +296,15 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
             time_limit=config.job_timeout,
             attempt=job_try,
             on_progress=_ProgressWriter(tasks, task, job_try),
+            place_at=target,  # the child renames its fsynced result into place
         )
     )
     try:
         lease = Lease(ctx["redis"], ctx["job_id"], task.id, config.lease_ttl, run.cancel, armed=True)
         async with lease:
             try:
-                await run
-                size = await asyncio.to_thread(_place_result, temporary, target)
+                size = await run
+                placed = True
                 # Charged once the result is in place (no API serves it before the task
                 # completes): through a Redis outage the charge waits, the work stays done.
                 if not await _recorded(task.id, "its result size", lambda: _charge_result(state, task, size)):
@@ -331,8 +331,9 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
     finally:
         if not run.done():  # only if something above failed before awaiting it
             run.cancel()
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+        if not placed:  # a try cut short may leave its temporary behind
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
     if await _recorded(task.id, "its completion", lambda: tasks.complete(task, job_try)) is not None:
         return "completed"
     latest = await _recorded(task.id, "its completion", lambda: tasks.get(task.id))
@@ -341,12 +342,6 @@ async def _run_try(ctx: dict[str, Any], state: WorkerState, task: Task, job_try:
         if state.usage is not None:
             await state.usage.release(task.owner, result_entry(task.id))
     return "superseded"
-
-
-def _place_result(temporary: Path, target: Path) -> int:
-    """In a thread, in one hop: rename the fsynced result into place; its size."""
-    os.replace(temporary, target)
-    return target.stat().st_size
 
 
 async def _charge_result(state: WorkerState, task: Task, size: int) -> bool:

@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from processing.procctl import kill_group, parent_death_hook
-from processing.runner import ProgressCallback, TryFailed, TryTimedOut, child_environment, describe_exit
+from processing.runner import (
+    NO_RESULT,
+    ProgressCallback,
+    TryFailed,
+    TryTimedOut,
+    child_environment,
+    describe_exit,
+)
 
 logger = logging.getLogger("processing.pool")
 
@@ -125,16 +132,25 @@ class ChildPool:
         time_limit: float,
         attempt: int = 1,
         on_progress: ProgressCallback | None = None,
-    ) -> None:
-        """Run one try in a warm child. Returns when it succeeded (``target`` then holds
-        the complete, fsynced result); raises :class:`TryTimedOut` / :class:`TryFailed`;
+        place_at: Path | None = None,
+    ) -> int:
+        """Run one try in a warm child. Returns the result's size when it succeeded
+        (``target``, or ``place_at`` when given, then holds the complete, fsynced
+        result); raises :class:`TryTimedOut` / :class:`TryFailed`;
         ``CancelledError`` passes through. A child that did not end its try cleanly is
         killed with its group, and replaced, before this returns or raises."""
         child = await self._acquire()
-        request = {"operation": operation, "source": str(source), "target": str(target), "attempt": attempt}
+        request = {
+            "operation": operation,
+            "source": str(source),
+            "target": str(target),
+            "place_at": None if place_at is None else str(place_at),
+            "attempt": attempt,
+        }
         keep = False
         try:
-            keep = await self._converse(child, request, time_limit, on_progress)
+            size, keep = await self._converse(child, request, time_limit, on_progress)
+            return size
         finally:
             if keep:
                 self._idle.append(child)
@@ -148,11 +164,13 @@ class ChildPool:
         request: dict[str, object],
         time_limit: float,
         on_progress: ProgressCallback | None,
-    ) -> bool:
-        """Send one try and read its answer; True if the child may serve another."""
+    ) -> tuple[int, bool]:
+        """Send one try and read its answer: the result's size, and whether the child may
+        serve another."""
         assert child.proc.stdin is not None and child.proc.stdout is not None
         child.tries += 1
         error: str | None = None
+        size: int | None = None
         try:
             async with asyncio.timeout(time_limit):
                 child.proc.stdin.write(json.dumps(request).encode() + b"\n")
@@ -161,13 +179,17 @@ class ChildPool:
                     kind, _, value = raw.decode("utf-8", errors="replace").strip().partition(" ")
                     if kind == "P" and on_progress is not None and value.isdigit():
                         await on_progress(int(value))
+                    elif kind == "R" and value.isdigit():
+                        size = int(value)
                     elif kind == "E":
                         error = value[:300]
                     elif kind == "D":
                         status, rss, clean = (int(v) for v in value.split())
                         if status != 0:
                             raise TryFailed(describe_exit(1, error))
-                        return (
+                        if size is None:
+                            raise TryFailed(NO_RESULT)
+                        return size, (
                             clean == 1
                             and child.tries < self.max_tries_per_child
                             and rss <= self.max_memory_per_child

@@ -23,6 +23,9 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 ProgressCallback = Callable[[int], Awaitable[None]]
 
 
+NO_RESULT = "operation process ended without reporting its result"
+
+
 class TryFailed(Exception):
     """A try produced no result; ``str(exc)`` is a short message fit for the task record."""
 
@@ -31,7 +34,7 @@ class TryTimedOut(TryFailed):
     """The try ran past the job timeout and its process group was killed."""
 
 
-def child_command(operation: str, source: Path, target: Path) -> list[str]:
+def child_command(operation: str, source: Path, target: Path, place_at: Path | None = None) -> list[str]:
     """How a try's child is started (the benchmark starts it the same way)."""
     return [
         sys.executable,
@@ -44,6 +47,7 @@ def child_command(operation: str, source: Path, target: Path) -> list[str]:
         operation,
         str(source),
         str(target),
+        *([str(place_at)] if place_at is not None else []),
     ]
 
 
@@ -84,17 +88,19 @@ async def run_operation(
     attempt: int = 1,
     on_progress: ProgressCallback | None = None,
     on_spawn: Callable[[int], None] | None = None,
-) -> None:
+    place_at: Path | None = None,
+) -> int:
     """Run ``operation`` from ``source`` into ``target`` in a child process.
 
-    Returns when the child exited 0 (``target`` then holds the complete, fsynced
-    result). Raises :class:`TryTimedOut` after ``time_limit`` seconds, :class:`TryFailed`
+    Returns the result's size when the child exited 0: ``target`` then holds the
+    complete, fsynced result, or ``place_at`` does when given (the child renamed it
+    there). Raises :class:`TryTimedOut` after ``time_limit`` seconds, :class:`TryFailed`
     when the child fails; ``CancelledError`` passes through. In every case the child's
     process group is gone when this returns or raises.
     """
     spawn = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
-            *child_command(operation, source, target),
+            *child_command(operation, source, target, place_at),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # tracebacks go to the worker's log
@@ -113,6 +119,7 @@ async def run_operation(
     if on_spawn is not None:
         on_spawn(proc.pid)
     error: str | None = None
+    size: int | None = None
     try:
         async with asyncio.timeout(time_limit):
             assert proc.stdout is not None
@@ -120,6 +127,8 @@ async def run_operation(
                 kind, _, value = raw.decode("utf-8", errors="replace").strip().partition(" ")
                 if kind == "P" and on_progress is not None and value.isdigit():
                     await on_progress(int(value))
+                elif kind == "R" and value.isdigit():
+                    size = int(value)
                 elif kind == "E":
                     error = value[:300]
             returncode = await proc.wait()
@@ -131,3 +140,6 @@ async def run_operation(
             await proc.wait()
     if returncode != 0:
         raise TryFailed(describe_exit(returncode, error))
+    if size is None:
+        raise TryFailed(NO_RESULT)
+    return size

@@ -1,8 +1,8 @@
 """At most ``max_jobs`` tries at once per worker, with a job claimed ahead of a free slot.
 
 ARQ starts a job only in a free one of its ``max_jobs`` slots, and between one try's
-end and the next try's start a slot spends five Redis round trips one after another
-(ARQ's finish, the queue read, the claim, ARQ's run pipeline, our ``begin_try``)
+end and the next try's start a slot spends four Redis round trips one after another
+(ARQ's finish, the look at the queue that claims, ARQ's run pipeline, our ``begin_try``)
 while its child idles: for a 1 KB task that is as long as the try itself. So the
 worker gives ARQ ``max_jobs + PREFETCHED_JOBS`` slots, and a job runs its try only
 while it holds one of ``max_jobs`` :class:`TrySlots`. A claimed job waits here with

@@ -22,19 +22,23 @@ API, ``submit_task``:
  2. ``ArqRedis.enqueue_job``: WATCH job key
  3. EXISTS job and result keys
  4. MULTI PSETEX ZADD EXEC
+ 5. PUBLISH on the workers' doorbell (:mod:`processing.wake`)
 Worker:
- 5. ZRANGEBYSCORE of the queue (one per poll, shared by the jobs it starts; a freed
-    slot reads it at once)
- 6. the claim (``EagerWorker.start_jobs``, Lua: the in-progress key unless it exists,
-    the job still queued and due), which ARQ does as WATCH, EXISTS, ZSCORE and
-    MULTI PSETEX EXEC, four round trips
+ 6. the look at the queue and the claim: after a freed slot or a ring, one script
+    (``EagerWorker._claim_next``: the first due jobs that run nowhere, each one's
+    in-progress key set); ARQ's regular poll (every ``poll_delay``) reads the queue
+    with ZRANGEBYSCORE and claims each job with one script (``EagerWorker.start_jobs``),
+    which ARQ does as WATCH, EXISTS, ZSCORE and MULTI PSETEX EXEC, four round trips
  7. ``run_job``: MULTI GET job, INCR/EXPIRE try counter, ZREM abort EXEC
  8. :meth:`TaskStore.begin_try` (Lua: shorten the in-progress key, read the task, check
     the budget, -> processing, task.progress)
- 9. :meth:`TaskStore.complete` (Lua: -> completed, task.completed)
+ 9. the quota charge of the result (:meth:`processing.usage.StorageLedger.charge_result`,
+    Lua, O(1)); the child has renamed the result into place and reported its size over
+    its pipe, so no file-system call of the worker comes between 8 and 9
+10. :meth:`TaskStore.complete` (Lua: -> completed, task.completed)
 
 After ``task.completed``: ARQ's ``finish_job`` (MULTI ... EXEC), and per regular poll
-its abort-set pipeline (ZRANGE, ZREMRANGEBYSCORE). 1, 6, 8 and 9 are ours; ARQ's 2-5
+its abort-set pipeline (ZRANGE, ZREMRANGEBYSCORE). 1, 5, 6 and 8-10 are ours; ARQ's 2-4
 and 7 go through its public API, which offers no batching of them.
 """
 

@@ -140,6 +140,28 @@ redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return math.floor(tonumber(score))
 """
 
+# A freed slot's look at the queue, read and claim in one script: the first ARGV[3] due
+# jobs (score <= ARGV[1]) among the first ARGV[5] entries from offset ARGV[6] that run
+# nowhere (no in-progress key: this worker's own running jobs have one, so they are passed
+# over), each claimed for ARGV[2] ms. ARGV[4] is ARQ's in-progress key prefix: keys derived
+# from the queue's members, not passed in KEYS, which a single Redis (the only deployment
+# ARQ supports) allows. KEYS: queue. Returns {job id, score, job id, score, ...}.
+_CLAIM_NEXT = """
+local claimed = {}
+local wanted = tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', ARGV[6], ARGV[5])
+for i = 1, #due, 2 do
+  local key = ARGV[4] .. due[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('PSETEX', key, ARGV[2], '1')
+    claimed[#claimed + 1] = due[i]
+    claimed[#claimed + 1] = math.floor(tonumber(due[i + 1]))
+    if #claimed >= 2 * wanted then break end
+  end
+end
+return claimed
+"""
+
 
 class EagerWorker(Worker):
     """An ARQ worker that looks at the queue as soon as a job frees a slot, and that rides
@@ -151,7 +173,8 @@ class EagerWorker(Worker):
     own done callback, ``_release_sem_dec_counter_on_complete``; ARQ is pinned to 0.28.x).
     Queue reads never overlap: a lock serializes the extra ones with the regular loop.
     ``start_jobs`` claims a job in one round trip instead of ARQ's four and passes over
-    the job ids this worker is running (still queued until they finish).
+    the job ids this worker is running (still queued until they finish); the eager look
+    reads the queue and claims in the same single round trip (:data:`_CLAIM_NEXT`).
 
     Outages: ARQ 0.28 lets a ``ConnectionError`` out of its poll loop (``_poll_iteration``:
     the queue read, ``start_jobs``, ``_cancel_aborted_jobs``, the heartbeat and the cron
@@ -185,6 +208,7 @@ class EagerWorker(Worker):
         """Jobs whose ``run_job`` lost Redis before the function ran."""
         self._closing = False
         self._claim_script: AsyncScript | None = None
+        self._claim_next_script: AsyncScript | None = None
         self._doorbell: asyncio.Task[None] | None = None
         """Listens for :mod:`processing.wake`'s rings: a job was enqueued."""
 
@@ -272,9 +296,13 @@ class EagerWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+            self._launch(job_id, score)
+
+    def _launch(self, job_id: str, score: int) -> None:
+        """Run a claimed job in the slot already taken for it (``sem`` and ``job_counter``)."""
+        task = self.loop.create_task(self.run_job(job_id, score))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
 
     async def _claim(self, job_id: str) -> int | None:
         if self._claim_script is None:
@@ -366,17 +394,37 @@ class EagerWorker(Worker):
                 or self.job_counter >= self.max_jobs
             ):
                 return
+            # Take the free slots first (none of these acquires waits: ``sem`` counts the
+            # same slots as ``job_counter``, and only this lock's holder takes them), then
+            # claim at most that many jobs, and give back the slots no job came for.
+            free = self.max_jobs - self.job_counter
+            for _ in range(free):
+                await self.sem.acquire()
+            self.job_counter += free
+            claimed: list[Any] = []
             try:
-                job_ids = await self.pool.zrangebyscore(
-                    self.queue_name,
-                    min=float("-inf"),
-                    start=self._queue_read_offset,
-                    num=self.queue_read_limit,
-                    max=timestamp_ms(),
-                )
-                await self.start_jobs(job_ids)
+                claimed = await self._claim_next(free)
             except OUTAGE_ERRORS as exc:
                 self._mark_down(exc)
+            finally:
+                for _ in range(free - len(claimed) // 2):
+                    self.job_counter -= 1
+                    self.sem.release()
+            for i in range(0, len(claimed), 2):
+                self._launch(claimed[i].decode(), int(claimed[i + 1]))
+
+    async def _claim_next(self, wanted: int) -> list[Any]:
+        if self._claim_next_script is None:
+            self._claim_next_script = self.pool.register_script(_CLAIM_NEXT)
+        args = [
+            timestamp_ms(),
+            self._lease_ms,  # the job's lease re-arms it
+            wanted,
+            in_progress_key_prefix,
+            self.queue_read_limit,
+            self._queue_read_offset,
+        ]
+        return list(await self._claim_next_script(keys=[self.queue_name], args=args, client=self.pool))
 
     # -- shutdown --------------------------------------------------------------------
 

@@ -262,4 +262,35 @@ def test_child_run_with_early_writeback_is_byte_exact(tmp_path, monkeypatch, cap
     source.write_bytes(data)
     assert child.run("uppercase", str(source), str(target)) == 0
     assert target.read_bytes() == _reference_upper(data)
-    assert capsys.readouterr().out.splitlines()[-1] == f"P {len(data)}"
+    assert capsys.readouterr().out.splitlines()[-2:] == [f"P {len(data)}", f"R {target.stat().st_size}"]
+
+
+def test_child_run_renames_its_result_into_place_and_reports_its_size(tmp_path, capsys):
+    from processing import child
+
+    data = "straße €\n".encode() * 1000
+    source, temporary, final = tmp_path / "in", tmp_path / "out.tmp", tmp_path / "out"
+    source.write_bytes(data)
+    assert child.run("uppercase", str(source), str(temporary), str(final)) == 0
+    assert not temporary.exists()
+    assert final.read_bytes() == _reference_upper(data)
+    assert capsys.readouterr().out.splitlines()[-1] == f"R {len(_reference_upper(data))}"
+
+
+def test_child_run_that_fails_places_nothing(tmp_path, capsys):
+    from processing import child
+
+    temporary, final = tmp_path / "out.tmp", tmp_path / "out"
+    assert child.run("uppercase", str(tmp_path / "missing"), str(temporary), str(final)) == 1
+    assert not final.exists()
+    assert capsys.readouterr().out.splitlines()[-1].startswith("E I/O error")
+
+
+def test_child_run_makes_a_results_directory_that_went_missing(tmp_path, capsys):
+    from processing import child
+
+    source, temporary = tmp_path / "in", tmp_path / "gone" / "out.tmp"
+    source.write_bytes(b"abc")
+    assert child.run("uppercase", str(source), str(temporary), str(tmp_path / "gone" / "out")) == 0
+    assert (tmp_path / "gone" / "out").read_bytes() == b"ABC"
+    assert capsys.readouterr().out.splitlines()[-1] == "R 3"

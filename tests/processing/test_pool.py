@@ -40,12 +40,20 @@ def child_pids() -> set[int]:
     return {p.pid for p in pool_processes(os.getpid())}
 
 
+async def test_a_child_places_its_result_under_its_final_name(pool: ChildPool, source: Path, tmp_path: Path):
+    temporary, final = tmp_path / "out.tmp", tmp_path / "out"
+    size = await pool.run("uppercase", source, temporary, time_limit=10, place_at=final)
+    assert not temporary.exists()
+    assert final.read_bytes() == DATA.decode().upper().encode() and size == final.stat().st_size
+
+
 async def test_children_are_reused(pool: ChildPool, source: Path, tmp_path: Path):
     before = child_pids()
     assert len(before) == 2
     for i in range(6):
-        await pool.run("uppercase", source, tmp_path / f"out{i}", time_limit=10)
+        size = await pool.run("uppercase", source, tmp_path / f"out{i}", time_limit=10)
         assert (tmp_path / f"out{i}").read_bytes() == DATA.decode().upper().encode()
+        assert size == len(DATA.decode().upper().encode())
     assert pool.started == 2
     assert child_pids() == before
 

@@ -65,10 +65,19 @@ async def test_success_writes_result_and_reports_progress(source: Path, tmp_path
         seen.append(done)
 
     pids: list[int] = []
-    await run_operation(
-        "uppercase", source, target, time_limit=30, on_progress=on_progress, on_spawn=pids.append
+    final = tmp_path / "result"
+    size = await run_operation(
+        "uppercase",
+        source,
+        target,
+        time_limit=30,
+        on_progress=on_progress,
+        on_spawn=pids.append,
+        place_at=final,
     )
-    assert await asyncio.to_thread(target.read_bytes) == DATA.decode().upper().encode()
+    assert not target.exists()
+    assert await asyncio.to_thread(final.read_bytes) == DATA.decode().upper().encode()
+    assert size == final.stat().st_size
     assert seen and seen[-1] == len(DATA)
     assert live_in_session(pids[0]) == []
 

@@ -260,9 +260,11 @@ async def wait_until_claimed(bench: Bench, task_id: str) -> None:
 
 async def test_a_job_claimed_ahead_of_a_slot_reruns_soon_after_the_workers_kill_9(bench: Bench):
     running = await bench.submit(b"xyz" * 1000, operation="fault-slow")
-    waiting = await bench.submit(b"later", operation="uppercase")
     victim = bench.start_worker(max_jobs=1)
     await bench.wait_for(running.id, lambda t: t.status is TaskStatus.PROCESSING)
+    # Queued only now (see the SIGTERM test above: queued in the same millisecond, this
+    # one could start first, finish, and never be seen waiting).
+    waiting = await bench.submit(b"later", operation="uppercase")
     await wait_until_claimed(bench, waiting.id)
     assert (await bench.tasks.get(waiting.id)).status is TaskStatus.QUEUED
     os.kill(victim.pid, signal.SIGKILL)
@@ -288,3 +290,27 @@ async def test_an_idle_worker_starts_a_new_job_when_rung_not_at_its_poll(bench: 
         final = await bench.wait_for(task.id, done, within=30)
         assert final.status is TaskStatus.COMPLETED
         assert final.started_ms is not None and final.started_ms - final.created_ms < 1000
+
+
+async def test_a_freed_slot_reads_and_claims_in_one_script_passing_over_running_jobs(bench: Bench):
+    """The eager look (processing.worker._CLAIM_NEXT): due jobs in queue order, none that
+    runs anywhere (an in-progress key), none deferred, at most as many as slots are free,
+    each claimed for the lease's TTL."""
+    from arq.constants import in_progress_key_prefix
+
+    from processing.worker import _CLAIM_NEXT
+
+    queue, now = "claim-next-test", 1_000_000
+    await bench.arq.zadd(queue, {"running": now - 40, "a": now - 30, "b": now - 20, "c": now - 10})
+    await bench.arq.zadd(queue, {"later": now + 5000})
+    await bench.arq.set(in_progress_key_prefix + "running", b"1", px=60_000)
+    claim = bench.arq.register_script(_CLAIM_NEXT)
+
+    def args(wanted: int) -> list[object]:
+        return [now, 4000, wanted, in_progress_key_prefix, 100, 0]
+
+    assert await claim(keys=[queue], args=args(2)) == [b"a", now - 30, b"b", now - 20]
+    assert 3000 < await bench.arq.pttl(in_progress_key_prefix + "a") <= 4000
+    assert await bench.arq.pttl(in_progress_key_prefix + "running") > 50_000  # not touched
+    assert await claim(keys=[queue], args=args(3)) == [b"c", now - 10]  # "later" is not due
+    assert await claim(keys=[queue], args=args(1)) == []
