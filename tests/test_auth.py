@@ -147,9 +147,20 @@ def test_unknown_refresh_token(live: Service) -> None:
 
 def test_logout_revokes_access_and_refresh(live: Service, user: User) -> None:
     with live.client(user) as client:
+        assert client.get("/auth/me").status_code == 200  # the API now remembers the decode
         assert client.post("/auth/logout").status_code == 204
         assert_401(client.get("/auth/me"))
         assert_401(client.post("/auth/refresh", json={"refresh_token": user.tokens["refresh_token"]}))
+
+
+def test_a_token_the_api_remembers_is_refused_once_it_expires(live: Service, user: User) -> None:
+    """The API decodes a token once (auth.tokens.VERIFIED_TOKENS); the expiry is still
+    checked on every request."""
+    token = forge(live, user, exp=int(time.time()) + 2)
+    assert me(live, token).status_code == 200
+    assert me(live, token).status_code == 200  # remembered
+    time.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.1)
+    assert_401(me(live, token))
 
 
 def test_protected_routes_need_a_token(live: Service) -> None:

@@ -68,9 +68,6 @@ logger = logging.getLogger("tusd_py.tus")
 #: Methods the routes accept; the handler answers 405 itself (with tus headers) for the rest.
 _ROUTE_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _COLLECTION_METHODS = ("POST", "OPTIONS")
-#: Starlette's per-route body limit overrides an app-wide one: the tus routes police
-#: their own sizes (Tus-Max-Size, Upload-Length) and answer with tus headers.
-_NO_BODY_LIMIT = 2**62
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
@@ -130,7 +127,10 @@ class TusHandler:
         terminates = isinstance(store, Terminater)
         self._member_methods = ("HEAD", "PATCH", *(("DELETE",) if terminates else ()), "OPTIONS")
         self.routes: list[BaseRoute] = [
-            Route(path, endpoint, methods=_ROUTE_METHODS, name=name, max_body_size=_NO_BODY_LIMIT)
+            # No Starlette ``max_body_size`` here (and none may be set app-wide): the tus
+            # routes police their own sizes (Tus-Max-Size, Upload-Length) and answer with
+            # tus headers, and its wrapper would sit on every chunk a PATCH receives.
+            Route(path, endpoint, methods=_ROUTE_METHODS, name=name)
             for path, endpoint, name in (
                 (self.base_path, self.collection, "tus_collection"),
                 (self.base_path + "/", self.collection, "tus_collection_slash"),
