@@ -61,61 +61,59 @@ READING = """
   in Python on loopback), tuspyserver 4.4 on uvicorn with uvloop/httptools (from the
   peers' venv) and @tus/server 2.4 with its FileStore on Node (from a bench-owned
   node_modules outside the checkout); each tus peer gets a POST and one PATCH, no auth.
-- **Concurrent uploads**: three interleaved rounds each of the uvicorn sink, the
-  raw-socket sink and tusd-py (medians); memory growth stays flat because bodies are
-  streamed. Two changes to the method since the first recorded run, both because the
-  old one did not measure the servers: (1) the clients are `bench/loadgen.py` (request
-  heads written from bytes on uvloop) instead of httpx: with httpx the bench process
-  sat at 94-99 % of one of the two cores while the API used ~50 % and the machine was
-  ~50 % idle, so every contender ran at the client's pace (the loadgen uses ~20 % of a
-  core for the same load and all figures roughly doubled); (2) every contender's files
-  are removed after its round: writing into page cache never touched before costs a
-  third more on this VM (a sink that keeps its files falls from ~390 to ~280 MB/s after
-  1.3 GB), which favoured whoever ran after a clean-up. Absolute figures still swing by
-  2x between runs as the VM's memory warms (the sink measured 700 to 1,900 MB/s within
-  one hour), so only same-run ratios mean anything.
-  Where the time goes, profiled with perf, py-spy, `INFO commandstats` and psutil per
-  thread: the sink is one thread at 99 % of a core, 65 % of it the kernel's page-cache
-  copy and 2 % Python. The API's event loop runs at ~65 % of a core and its threads add
-  ~40 %; per PATCH it does what the sink does plus the bearer check (JWT decode and
-  one Redis pipeline: revoked token, revoked family, user epoch), the lock (one
-  acquire script, one release script; refreshes are one batched call per 100 ms for
-  all held locks) and 2 thread hops (open the writer under the lock, one 1 MiB
-  `pwritev`, which also opens the writer). The fixed cost of a request, measured with
-  2,000 1-byte PATCHes against 1-byte PUTs: 535 us user + 85 us system CPU for the API
-  against 35-40 + 300-370 us for the sink (whose system time is creating a file per
-  PUT); before this round's changes it was 695 + 210 us. What came off: a PATCH reads
-  no description before its lock when this process wrote the upload last
-  (`tusd_py/tus/recent.py`; the writer checks existence, offset and last write time
-  under the lock), and the writer opens the data in the thread of its first write
-  (`tusd_py/tus/filestore.py`): 3 thread hops per 1 MiB PATCH became 1. Thread
-  hand-overs were the expensive part under load, not for their CPU but for their wait
-  (a futex wake-up and a GIL hand-back while the loop is busy): the second change alone
-  took the ratio from 0.71-0.81 to 1.03-1.15 in five alternated runs. Earlier rounds
-  had already made it one batched lock refresh per node and no re-read under the lock.
-  The ratio depends on what the VM's kernel charges for the page-cache copy, which
-  changes by the hour: while it is dear (the sink at 650-750 MB/s, one thread at 99 %
-  of a core mostly copying) tusd-py, which copies in worker threads, is ahead; while it
-  is cheap (the sink at 1,200-1,900 MB/s) the sink is bound by nothing but its
-  request rate and tusd-py's fixed cost per request decides (0.38-0.61 in such runs;
-  tusd-py itself stays at 570-770 MB/s in both). Left per PATCH: three Redis round
-  trips (session, acquire, release) and the Starlette/redis-py/uvicorn Python around
-  them (middleware stack ~6 % of the API's samples, the redis-py send path ~4 %);
-  checking the session inside the lock script would save one round trip but couple
-  auth to the tus locker.
+- **Concurrent uploads**: 32 clients at once, each 10 MB, in two request sizes, each
+  against the sinks doing the same requests: 8 MiB PATCHes (what our CLI and the web
+  console send; tus-js-client, Uppy and tuspy send one PATCH per file by default) and
+  1 MiB PATCHes (ten requests per file: the work per request). Three interleaved rounds
+  each of the uvicorn sink, the raw-socket sink and tusd-py (medians; the note lists
+  the rounds); every contender's files are removed after its round. The clients are
+  `bench/loadgen.py` (request heads written from bytes on uvloop): with httpx the bench
+  process sat at 94-99 % of a core and every contender ran at the client's pace.
+  What bounds tusd-py is the API's event loop thread: psutil per thread shows it at
+  about 90 % of a core in every round, while the sink's single thread spends most of
+  its time in the kernel copying into page cache. Per 1 MiB PATCH the loop thread
+  spent 1.5 ms user + 0.5 ms system CPU (the sink 0.3 + 0.9 ms in all, its system time
+  being the page-cache copy that tusd-py does in worker threads, 0.4 ms per MiB there).
+  perf on that thread (8 MiB PATCHes): 15 % copying in user space (uvloop's read buffer
+  into a bytes object, then httptools' body slice into another: the sink pays the same
+  two copies), 9 % the kernel's copy out of the socket, 15 % waking other threads and
+  TCP softirq work (futex wake-ups hand the GIL to the write threads, one hand-over per
+  1 MiB batch), and about 35 % Python. The body arrives in chunks of up to 256,000
+  bytes (uvloop's read size; median 256,000, mean 176,000), so about six resumptions of
+  the request's coroutine stack per MiB, each through some twenty frames (uvicorn,
+  seven middleware layers, the router, the handler). Per request on top: the bearer
+  check (one Redis pipeline: revoked token, revoked family, user epoch), the lock (one
+  acquire script, one release script) and Starlette's request and response objects.
+  This round took off the JWT decode (a verified token is remembered per process, its
+  expiry and its session are still checked on every request; the decode was a third
+  of the authentication CPU) and Starlette's per-route body limit on the tus routes
+  (set to 2^62 and wrapping every `receive()`): 1 MiB PATCHes went from 391-402 to
+  446-461 MB/s in isolated runs, the loop thread's user CPU from 1.69-1.87 to 1.50 ms
+  per request. Tried and left out: one writer thread instead of the executor's six
+  (+4 %, but one slow write would stall every upload), 2 MiB batches (+3-5 %, but 32
+  uploads would hold 128 MiB of batches), no socket timeout on the API's Redis client
+  (redis-py wraps every send in `wait_for`, a Task per command: +4 %, but a frozen
+  Redis must answer 423/503 within a second). Absolute figures depend on the VM: the
+  sink measured 650 to 1,900 MB/s across days, tusd-py 330 to 770; on a freshly booted
+  VM (host memory and disk blocks not yet backed: touching 16 GiB of RAM took 2.9 s per
+  GiB the first time and 0.6 s the second) the same code ran at 330 MB/s where it had
+  run at 570-770, so only same-run ratios mean anything, and the 1.0 target is met
+  only on days when the page-cache copy is dear.
 - **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round
   trip, and the fsync and rename of the result. Two texts: the mixed one (non-ASCII in
   every line, so every chunk takes the exact UTF-8 path; its floor writes plainly and
   skips the fsync, as before) and an ASCII one (the per-chunk `bytes.upper` fast path;
   its floor writes, fsyncs and renames as a try's child does). Every run writes a new
-  result file and all results are removed after each of the five interleaved repeats:
-  on this VM, writing into page cache never touched before costs up to 1.6x more (a
-  100 MB result into a new file took 475-500 ms, over a file just removed 300-330 ms),
-  and the floor used to overwrite one file while the worker's results piled up. That is
-  also why the ASCII floor reads ~540 MB/s when it writes a new file and 1.3 GB/s when
-  it overwrites one: the transformation itself is `bytes.upper` at ~3.5 GB/s in the
-  same run (29 ms per 100 MB); the rest is reading, the kernel's page-cache copy and
-  the fsync. Single runs range widely (the machine's own noise, a shared 2-core VM).
+  result file, starts with `os.sync()`, and all results are removed after each of the
+  five interleaved repeats; within a repeat the floor and the worker take turns going
+  first. The ASCII rows are bound by the disk, not by the code: `bytes.upper` runs at
+  ~2.6 GB/s in memory, and this VM's disk takes an fsynced 100 MB at ~1.4 GB/s into
+  blocks it has written before but at ~300 MB/s into blocks it never has (a freshly
+  booted VM's host has not backed them yet; a standalone script wrote 1,254 MB/s for
+  the first 100 MB and 300-313 for each of the next five). Which runs meet which kind
+  of block is luck, so the notes list every repeat: the in-process floor and the worker
+  both fall to ~300 MB/s on the same repeats. On a VM whose disk was warm (the previous
+  recorded run) the floor measured 1,864 MB/s and the worker 1,724 (0.92).
 - **Queue latency**: the finish hook rings the workers after enqueuing
   (`processing/wake.py`: one PUBLISH; each worker listens on its own connection), and a
   worker with a free slot reads the queue at once; it also looks every
