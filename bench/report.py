@@ -104,16 +104,16 @@ READING = """
   every line, so every chunk takes the exact UTF-8 path; its floor writes plainly and
   skips the fsync, as before) and an ASCII one (the per-chunk `bytes.upper` fast path;
   its floor writes, fsyncs and renames as a try's child does). Every run writes a new
-  result file, starts with `os.sync()`, and all results are removed after each of the
-  five interleaved repeats; within a repeat the floor and the worker take turns going
-  first. The ASCII rows are bound by the disk, not by the code: `bytes.upper` runs at
-  ~2.6 GB/s in memory, and this VM's disk takes an fsynced 100 MB at ~1.4 GB/s into
-  blocks it has written before but at ~300 MB/s into blocks it never has (a freshly
-  booted VM's host has not backed them yet; a standalone script wrote 1,254 MB/s for
-  the first 100 MB and 300-313 for each of the next five). Which runs meet which kind
-  of block is luck, so the notes list every repeat: the in-process floor and the worker
-  both fall to ~300 MB/s on the same repeats. On a VM whose disk was warm (the previous
-  recorded run) the floor measured 1,864 MB/s and the worker 1,724 (0.92).
+  result file, starts with `os.sync()` and is followed by the removal of every result
+  and upload; within a repeat the floor and the worker take turns going first. Removing
+  files after every run rather than after every repeat is what makes the ASCII rows
+  measure the code: this VM's disk takes an fsynced 100 MB at ~1.3 GB/s into blocks it
+  has written before but at ~300 MB/s into blocks it never has (the host backs a fresh
+  VM's disk lazily), and with one repeat's files removed only at its end the run that
+  came second wrote into fresh blocks: the worker's ASCII figure read 295, 1,282, 291,
+  1,250 and 296 MB/s over five repeats, slow exactly when it followed the floor. The
+  transformation itself is `bytes.upper` at ~2.6 GB/s in memory; the rest of the
+  in-process figure is reading, the page-cache copy and the fsync.
 - **Queue latency**: the finish hook rings the workers after enqueuing
   (`processing/wake.py`: one PUBLISH; each worker listens on its own connection), and a
   worker with a free slot reads the queue at once; it also looks every

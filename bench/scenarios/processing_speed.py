@@ -65,11 +65,13 @@ def worker_seconds(env: BenchEnv, source: Path) -> float:
     return parse_time(str(task["finished_at"])) - parse_time(str(task["created_at"]))
 
 
-# Every measured run starts with os.sync(), so that no run's fsync waits for what an
-# earlier one left dirty. This VM's disk takes writes at ~300 MB/s on some days once a
-# burst is spent (a standalone script: 1,254 MB/s for the first fsynced 100 MB, 300-313 for
-# each of the next five), so a result's fsync can still set a run's figure; the rows'
-# notes show every repeat.
+# Every measured run starts with os.sync() (no run's fsync waits for what an earlier one
+# left dirty) and is followed by _drop_outputs (the next run writes into the blocks this
+# one freed). This VM's disk takes an fsynced 100 MB at ~1.3 GB/s into blocks it has
+# written before and at ~300 MB/s into blocks it never has (its host backs them lazily):
+# with the files of one repeat removed only at its end, the run that came second wrote
+# into fresh blocks and measured ~300 MB/s (ASCII enqueue-to-completed: 295, 1282, 291,
+# 1250, 296 in one run, slow exactly when it followed the in-process floor).
 
 
 def _drop_outputs(env: BenchEnv, outputs: Path) -> None:
@@ -90,8 +92,7 @@ def run(env: BenchEnv, scale: float) -> list[Row]:
     outputs.mkdir(exist_ok=True)
     floor, worker, ascii_floor, ascii_worker, upper = [], [], [], [], []
     for repeat in range(REPEATS):  # interleaved, so drift hits all alike
-        # Which of a pair goes first alternates: the second write of 100 MB in a row is
-        # the one that more often finds the disk's burst spent (see the note above).
+        # Which of a pair goes first alternates, so that neither always follows the other.
         pairs = [
             (floor, partial(in_process_seconds, mixed, outputs / f"mixed-{repeat}")),
             (worker, partial(worker_seconds, env, mixed)),
@@ -102,10 +103,11 @@ def run(env: BenchEnv, scale: float) -> list[Row]:
         ]
         for results, measure in pairs[:: 1 if repeat % 2 == 0 else -1]:
             results.append(mb / measure())
+            _drop_outputs(env, outputs)
         upper.append(mb / upper_in_memory_seconds(ascii_text))
         for results, measure in ascii_pairs[:: 1 if repeat % 2 == 0 else -1]:
             results.append(mb / measure())
-        _drop_outputs(env, outputs)
+            _drop_outputs(env, outputs)
     rate, baseline = median(worker), median(floor)
     fast, ceiling, fast_worker = median(ascii_floor), median(upper), median(ascii_worker)
     name = f"uppercase {size // MiB} MB"
