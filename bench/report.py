@@ -85,8 +85,8 @@ READING = """
   check (one Redis pipeline: revoked token, revoked family, user epoch), the lock (one
   acquire script, one release script) and Starlette's request and response objects.
   This round took off the JWT decode (a verified token is remembered per process, its
-  expiry and its session are still checked on every request; the decode was a third
-  of the authentication CPU) and Starlette's per-route body limit on the tus routes
+  expiry and its session are still checked on every request; the decode was about two
+  thirds of the token check's CPU) and Starlette's per-route body limit on the tus routes
   (set to 2^62 and wrapping every `receive()`): 1 MiB PATCHes went from 391-402 to
   446-461 MB/s in isolated runs, the loop thread's user CPU from 1.69-1.87 to 1.50 ms
   per request. Tried and left out: one writer thread instead of the executor's six
