@@ -39,8 +39,9 @@ TICKET_AUDIENCE_SUFFIX = ":events"
 VERIFIED_TOKENS = 4096
 """Access tokens whose signature and claims this process has checked, remembered so that
 a client's next requests skip the decode (HMAC and claim checks were about two thirds of
-the token check's CPU in a PATCH, the rest its Redis pipeline). A remembered token is still checked for expiry and against
-Redis (logout, revoked family, session epoch) on every request."""
+the token check's CPU in a PATCH, the rest its Redis pipeline). A remembered token is
+still checked for expiry and against Redis (logout, revoked family, session epoch) on
+every request."""
 
 # Atomically take a refresh token: on first use move it to a "used" marker;
 # on a second use report the marker, so the caller can revoke the family.

@@ -126,9 +126,9 @@ READING = """
   alternate three rounds each and each reports its median: Celery alone has ranged
   from 390 to 856 tasks/s across runs on this VM. A task is 10 Redis round trips from
   finish hook to `task.completed`, listed in `processing/tasks.py`; on the worker's
-  side: one script that reads the queue and claims (after a freed slot or a doorbell
-  ring; ARQ's own poll reads with ZRANGEBYSCORE and claims each job with WATCH, EXISTS,
-  ZSCORE and MULTI/EXEC), `run_job`'s pipeline, our `begin_try`, the quota charge and
+  side: one script that reads the queue and claims for every free slot (at once after
+  a freed slot or a doorbell ring, and for ARQ's regular poll; ARQ itself claims each
+  job with WATCH, EXISTS, ZSCORE and MULTI/EXEC), `run_job`'s pipeline, our `begin_try`, the quota charge and
   `complete` scripts, then ARQ's `finish_job` pipeline. The bare ARQ floor is set by its
   poll, not by Redis: `max_jobs` jobs per 50 ms poll is 40/s.
   What bounds tusd-py here is the worker's event loop, not Redis or the children.
@@ -136,7 +136,7 @@ READING = """
   1.5-1.6 ms of CPU per task (the children 0.3-0.4, Redis 0.3), i.e. about 90 % of a
   core at 600 tasks/s. Two changes took it to 0.94-1.04 ms and the drain from 532-607
   to 787-885 tasks/s: the look after a freed slot reads the queue and claims in one
-  script (`_CLAIM_NEXT` in `processing/worker.py`; it was a ZRANGEBYSCORE of up to 100
+  script (`_CLAIM` in `processing/worker.py`; it was a ZRANGEBYSCORE of up to 100
   ids and then a claim per job), and the child renames its fsynced result into place
   and reports its size on its pipe (the worker's thread hop for rename and stat cost
   0.48 ms of wall time per task and the futex and self-pipe wake-ups of a thread).

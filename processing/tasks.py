@@ -24,11 +24,11 @@ API, ``submit_task``:
  4. MULTI PSETEX ZADD EXEC
  5. PUBLISH on the workers' doorbell (:mod:`processing.wake`)
 Worker:
- 6. the look at the queue and the claim: after a freed slot or a ring, one script
-    (``EagerWorker._claim_next``: the first due jobs that run nowhere, each one's
-    in-progress key set); ARQ's regular poll (every ``poll_delay``) reads the queue
-    with ZRANGEBYSCORE and claims each job with one script (``EagerWorker.start_jobs``),
-    which ARQ does as WATCH, EXISTS, ZSCORE and MULTI PSETEX EXEC, four round trips
+ 6. the claim (``EagerWorker._claim_free_slots``, one script for all free slots: the queue
+    read and the first due jobs that run nowhere, each one's in-progress key set), which
+    ARQ does as ZRANGEBYSCORE and then WATCH, EXISTS, ZSCORE and MULTI PSETEX EXEC per
+    job; after a freed slot or a ring it runs at once, and ARQ's regular poll (every
+    ``poll_delay``) adds its own ZRANGEBYSCORE first
  7. ``run_job``: MULTI GET job, INCR/EXPIRE try counter, ZREM abort EXEC
  8. :meth:`TaskStore.begin_try` (Lua: shorten the in-progress key, read the task, check
     the budget, -> processing, task.progress)

@@ -124,29 +124,14 @@ def worker_settings(config: ProcessingConfig, uploads: UploadRemover | None = No
     }
 
 
-# ARQ's claim of a job (``Worker.start_jobs``) as one script: start it unless it runs
-# (in-progress key), left the queue or is deferred; the in-progress key lasts ARGV[3] ms.
-# KEYS: in-progress key, queue. ARGV: job id, now (ms), in-progress ttl (ms). Returns
-# the job's score, or nil.
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return nil
-end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then
-  return nil
-end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return math.floor(tonumber(score))
-"""
-
-# A freed slot's look at the queue, read and claim in one script: the first ARGV[3] due
+# The claim of jobs for free slots, the queue read included, in one script (ARQ's
+# ``start_jobs`` spends WATCH, EXISTS, ZSCORE and MULTI/EXEC per job): the first ARGV[3] due
 # jobs (score <= ARGV[1]) among the first ARGV[5] entries from offset ARGV[6] that run
 # nowhere (no in-progress key: this worker's own running jobs have one, so they are passed
 # over), each claimed for ARGV[2] ms. ARGV[4] is ARQ's in-progress key prefix: keys derived
 # from the queue's members, not passed in KEYS, which a single Redis (the only deployment
 # ARQ supports) allows. KEYS: queue. Returns {job id, score, job id, score, ...}.
-_CLAIM_NEXT = """
+_CLAIM = """
 local claimed = {}
 local wanted = tonumber(ARGV[3])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', ARGV[6], ARGV[5])
@@ -172,9 +157,10 @@ class EagerWorker(Worker):
     subclass reads the queue and starts jobs right after a job's slot is released (ARQ's
     own done callback, ``_release_sem_dec_counter_on_complete``; ARQ is pinned to 0.28.x).
     Queue reads never overlap: a lock serializes the extra ones with the regular loop.
-    ``start_jobs`` claims a job in one round trip instead of ARQ's four and passes over
-    the job ids this worker is running (still queued until they finish); the eager look
-    reads the queue and claims in the same single round trip (:data:`_CLAIM_NEXT`).
+    Both the eager look and ARQ's regular poll claim through one script
+    (:meth:`_claim_free_slots`): one round trip for all free slots instead of ARQ's four
+    per job, passing over the jobs that run anywhere, this worker's own among them (they
+    stay at the head of the queue until they finish).
 
     Outages: ARQ 0.28 lets a ``ConnectionError`` out of its poll loop (``_poll_iteration``:
     the queue read, ``start_jobs``, ``_cancel_aborted_jobs``, the heartbeat and the cron
@@ -208,7 +194,6 @@ class EagerWorker(Worker):
         """Jobs whose ``run_job`` lost Redis before the function ran."""
         self._closing = False
         self._claim_script: AsyncScript | None = None
-        self._claim_next_script: AsyncScript | None = None
         self._doorbell: asyncio.Task[None] | None = None
         """Listens for :mod:`processing.wake`'s rings: a job was enqueued."""
 
@@ -272,45 +257,60 @@ class EagerWorker(Worker):
         self._redis_up.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """ARQ's ``start_jobs`` with its claim in one script call (:data:`_CLAIM`) instead of
-        WATCH, EXISTS, ZSCORE and MULTI/EXEC, four round trips per job, and passing over the
-        job ids this worker runs (they stay at the head of the queue until they finish)."""
-        for job_id_b in job_ids:
+        """ARQ's poll read ``job_ids``: if any is due, claim what the free slots can take
+        (:meth:`_claim_free_slots` reads the queue again, in the script that claims)."""
+        if job_ids:
+            await self._claim_free_slots()
+
+    async def _claim_free_slots(self) -> None:
+        """Claim as many due jobs as there are free slots, in one script (:data:`_CLAIM`),
+        and start them. The slots are taken first (none of these acquires waits: ``sem``
+        counts the same slots as ``job_counter``, and only the poll lock's holder takes
+        them); those no job came for are given back. Raises what Redis raises, nothing
+        started."""
+        free = self.max_jobs - self.job_counter
+        if free <= 0:
+            return
+        for _ in range(free):
             await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
-            job_id = job_id_b.decode()
+        self.job_counter += free
+        try:
+            claimed = await self._claim_next(free)
+        except BaseException:
+            self._give_back_slots(free)
+            raise
+        started = 0
+        for i in range(0, len(claimed), 2):
+            job_id = claimed[i].decode()
             running = self.tasks.get(job_id)
-            if running is not None and not running.done():
-                self.sem.release()
-                continue
-            self.job_counter += 1
-            try:
-                score = await self._claim(job_id)
-            except OUTAGE_ERRORS:
-                self.job_counter -= 1  # nothing started: give the slot back
-                self.sem.release()
-                raise
-            if score is None:  # running elsewhere, finished, or deferred meanwhile
-                self.job_counter -= 1
-                self.sem.release()
-                continue
-            self._launch(job_id, score)
+            if running is None or running.done():  # else ours, its key re-armed: harmless
+                self._launch(job_id, int(claimed[i + 1]))
+                started += 1
+        self._give_back_slots(free - started)
+
+    def _give_back_slots(self, count: int) -> None:
+        for _ in range(count):
+            self.job_counter -= 1
+            self.sem.release()
+
+    async def _claim_next(self, wanted: int) -> list[Any]:
+        if self._claim_script is None:
+            self._claim_script = self.pool.register_script(_CLAIM)
+        args = [
+            timestamp_ms(),
+            self._lease_ms,  # the job's lease re-arms it
+            wanted,
+            in_progress_key_prefix,
+            self.queue_read_limit,
+            self._queue_read_offset,
+        ]
+        return list(await self._claim_script(keys=[self.queue_name], args=args, client=self.pool))
 
     def _launch(self, job_id: str, score: int) -> None:
         """Run a claimed job in the slot already taken for it (``sem`` and ``job_counter``)."""
         task = self.loop.create_task(self.run_job(job_id, score))
         task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
         self.tasks[job_id] = task
-
-    async def _claim(self, job_id: str) -> int | None:
-        if self._claim_script is None:
-            self._claim_script = self.pool.register_script(_CLAIM)
-        keys = [in_progress_key_prefix + job_id, self.queue_name]
-        args = [job_id, timestamp_ms(), self._lease_ms]  # the job's lease re-arms it
-        score = await self._claim_script(keys=keys, args=args, client=self.pool)
-        return None if score is None else int(score)
 
     def handle_sig_wait_for_completion(self, signum: Any) -> None:
         """SIGTERM: besides ARQ's stop (no new jobs, running ones get ``job_completion_wait``),
@@ -394,37 +394,10 @@ class EagerWorker(Worker):
                 or self.job_counter >= self.max_jobs
             ):
                 return
-            # Take the free slots first (none of these acquires waits: ``sem`` counts the
-            # same slots as ``job_counter``, and only this lock's holder takes them), then
-            # claim at most that many jobs, and give back the slots no job came for.
-            free = self.max_jobs - self.job_counter
-            for _ in range(free):
-                await self.sem.acquire()
-            self.job_counter += free
-            claimed: list[Any] = []
             try:
-                claimed = await self._claim_next(free)
+                await self._claim_free_slots()
             except OUTAGE_ERRORS as exc:
                 self._mark_down(exc)
-            finally:
-                for _ in range(free - len(claimed) // 2):
-                    self.job_counter -= 1
-                    self.sem.release()
-            for i in range(0, len(claimed), 2):
-                self._launch(claimed[i].decode(), int(claimed[i + 1]))
-
-    async def _claim_next(self, wanted: int) -> list[Any]:
-        if self._claim_next_script is None:
-            self._claim_next_script = self.pool.register_script(_CLAIM_NEXT)
-        args = [
-            timestamp_ms(),
-            self._lease_ms,  # the job's lease re-arms it
-            wanted,
-            in_progress_key_prefix,
-            self.queue_read_limit,
-            self._queue_read_offset,
-        ]
-        return list(await self._claim_next_script(keys=[self.queue_name], args=args, client=self.pool))
 
     # -- shutdown --------------------------------------------------------------------
 

@@ -295,19 +295,19 @@ async def test_an_idle_worker_starts_a_new_job_when_rung_not_at_its_poll(bench: 
         assert final.started_ms is not None and final.started_ms - final.created_ms < 1000
 
 
-async def test_a_freed_slot_reads_and_claims_in_one_script_passing_over_running_jobs(bench: Bench):
-    """The eager look (processing.worker._CLAIM_NEXT): due jobs in queue order, none that
+async def test_free_slots_read_the_queue_and_claim_in_one_script_passing_over_running_jobs(bench: Bench):
+    """The claim (processing.worker._CLAIM), for a freed slot as for ARQ's poll: due jobs in queue order, none that
     runs anywhere (an in-progress key), none deferred, at most as many as slots are free,
     each claimed for the lease's TTL."""
     from arq.constants import in_progress_key_prefix
 
-    from processing.worker import _CLAIM_NEXT
+    from processing.worker import _CLAIM
 
     queue, now = "claim-next-test", 1_000_000
     await bench.arq.zadd(queue, {"running": now - 40, "a": now - 30, "b": now - 20, "c": now - 10})
     await bench.arq.zadd(queue, {"later": now + 5000})
     await bench.arq.set(in_progress_key_prefix + "running", b"1", px=60_000)
-    claim = bench.arq.register_script(_CLAIM_NEXT)
+    claim = bench.arq.register_script(_CLAIM)
 
     def args(wanted: int) -> list[object]:
         return [now, 4000, wanted, in_progress_key_prefix, 100, 0]
