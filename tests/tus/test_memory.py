@@ -124,6 +124,34 @@ async def test_a_backend_outage_answers_423_with_retry_after(tmp_path: Path) -> 
             assert response.headers["tus-resumable"] == "1.0.0"
 
 
+async def test_a_bodiless_creation_takes_no_lock_but_an_empty_one_or_one_with_a_body_does(
+    tmp_path: Path,
+) -> None:
+    class CountingLocker(MemoryLocker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.locked: list[str] = []
+
+        def lock(self, upload_id: str, **kwargs: Any) -> Any:
+            self.locked.append(upload_id)
+            return super().lock(upload_id, **kwargs)
+
+    tus = build(tmp_path)
+    tus.handler.locker = locker = CountingLocker()
+    async with tus.client("alice") as client:
+        bare = await create(client, 10)  # two Redis round trips fewer per upload with Redis
+        assert locker.locked == []
+        assert (await client.head(bare)).headers["upload-offset"] == "0"
+        empty = await create(client, 0)  # complete at once: its finish runs under the lock
+        assert locker.locked[-1:] == [upload_id(empty)] and upload_id(empty) in tus.recorder.finished
+        with_body = await client.post(
+            "/files/", headers={"Upload-Length": "5", "Content-Type": OCTETS}, content=b"hello"
+        )
+        assert with_body.status_code == 201
+        assert locker.locked[-1] == upload_id(with_body.headers["location"])
+    assert upload_id(bare) not in tus.recorder.finished
+
+
 # -- eviction of idle uploads ----------------------------------------------------------------
 
 

@@ -239,13 +239,19 @@ class TusHandler:
         counted = length != 0
         await self._create(info, self.max_size if length is None else length, counted=counted)
         location = self._upload_url(request, info.id)
-        async with self._lock(info.id) as lock:
+        too_large = False
+        if not has_body and length != 0:
+            # Nothing to write and nothing to finish; no one else knows the id yet (nor is
+            # it idle enough to evict): no lock, two Redis round trips fewer per upload.
             info = await self.store.get(info.id)
-            try:
-                info, too_large = await self._write_and_finish(request, info, lock, checksum, has_body)
-            except TusError as error:  # the upload exists: tell the client where it is
-                error.headers.setdefault("Location", location)
-                raise
+        else:
+            async with self._lock(info.id) as lock:
+                info = await self.store.get(info.id)
+                try:
+                    info, too_large = await self._write_and_finish(request, info, lock, checksum, has_body)
+                except TusError as error:  # the upload exists: tell the client where it is
+                    error.headers.setdefault("Location", location)
+                    raise
         self._recent.remember(info)
         if too_large:
             raise errors.too_large_body(info.offset, location)
