@@ -278,7 +278,12 @@ class User:
 
 
 def start_service(data_dir: Path, redis_url: str, *, workers: int = 0, **settings: str) -> Service:
-    """Start an API (and ``workers`` workers) with TUSD_PY_* overrides in ``settings``."""
+    """Start an API (and ``workers`` workers) with TUSD_PY_* overrides in ``settings``.
+
+    The API runs as one process unless ``api_processes`` says otherwise: a test of one
+    node's behaviour (its connection caps, its log) should not depend on the machine's
+    cores. ``tests/test_api_processes.py``, ``serve`` and the wheel's tests run the default.
+    """
     port = free_port()
     env = {
         "TUSD_PY_DATA_DIR": str(data_dir),
@@ -286,6 +291,7 @@ def start_service(data_dir: Path, redis_url: str, *, workers: int = 0, **setting
         "TUSD_PY_HOST": "127.0.0.1",
         "TUSD_PY_PORT": str(port),
         "TUSD_PY_LOG_LEVEL": "warning",
+        "TUSD_PY_API_PROCESSES": "1",
         **FAST_ARGON2,
         **{f"TUSD_PY_{key.upper()}": value for key, value in settings.items()},
     }

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psutil
+import pytest
 from tusclient import client as tus_client
 
 from tests.support import Service, in_thread, wait_until
@@ -36,10 +38,23 @@ def create(client: httpx.Client, length: int) -> str:
     return "/files/" + response.headers["location"].rsplit("/", 1)[-1]
 
 
+def api_processes(service: Service) -> list[psutil.Process]:
+    """The process that serves, or the parent and the API processes it started."""
+    parent = psutil.Process(service.api.pid)
+    return [parent, *parent.children()]
+
+
+# With "2", SIGTERM and kill -9 reach the parent (tusd_py.api_nodes), as a container's stop does.
+PROCESSES = pytest.mark.parametrize("processes", ["1", "2"])
+
+
+@PROCESSES
 def test_sigterm_lets_a_running_patch_save_and_answer_then_exits(
-    service_factory: Callable[..., Service],
+    service_factory: Callable[..., Service], processes: str
 ) -> None:
-    service = service_factory()
+    service = service_factory(api_processes=processes)
+    serving = api_processes(service)
+    assert len(serving) == (1 if processes == "1" else 3)
     user = service.register()
     data = os.urandom(16 * MiB)  # at about 2 MB/s the body would take longer than the grace
     with service.client(user) as client:
@@ -68,6 +83,7 @@ def test_sigterm_lets_a_running_patch_save_and_answer_then_exits(
         assert status in (0, -signal.SIGTERM), service.api.log()
         assert "timeout graceful shutdown exceeded" not in service.api.log()
         assert exited < SHUTDOWN_GRACE + 10  # a bound on a hang, not a timing claim
+        assert not any(process.is_running() for process in serving)
         assert data_file.read_bytes() == data[:offset]
     service.restart_api()  # the client resumes (here: the same node, back again)
     with service.client(user) as client:
@@ -82,10 +98,12 @@ def test_sigterm_lets_a_running_patch_save_and_answer_then_exits(
     assert data_file.read_bytes() == data
 
 
+@PROCESSES
 def test_kill_9_then_restart_head_and_tuspy_resume_at_once(
-    service_factory: Callable[..., Service], tmp_path: Any
+    service_factory: Callable[..., Service], tmp_path: Any, processes: str
 ) -> None:
-    service = service_factory()
+    service = service_factory(api_processes=processes)
+    serving = api_processes(service)
     user = service.register()
     data = os.urandom(6 * MiB)
     with service.client(user) as client:
@@ -97,6 +115,8 @@ def test_kill_9_then_restart_head_and_tuspy_resume_at_once(
         )
         wait_until(lambda: size_of(data_file) >= MiB, what="the PATCH is under way")
         service.api.kill()  # SIGKILL: its upload lock stays in Redis
+        _, alive = psutil.wait_procs(serving, timeout=10)  # API processes die with their parent
+        assert alive == []
         thread.join(30)
     service.restart_api()
     time.sleep(0.5)  # a client that resumes half a second after the restart

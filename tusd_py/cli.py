@@ -18,8 +18,9 @@ tusd-py: resumable uploads (tus 1.0.0) and background processing.
   serve    everything on one machine: an embedded redis-server (unless
            TUSD_PY_REDIS_URL is set), the API on TUSD_PY_HOST:TUSD_PY_PORT and
            one worker. Ctrl-C or SIGTERM stops all of them.
-  api      the HTTP API alone, against TUSD_PY_REDIS_URL (run several behind
-           a load balancer, sharing TUSD_PY_DATA_DIR).
+  api      the HTTP API alone, against TUSD_PY_REDIS_URL, in one process per
+           CPU (TUSD_PY_API_PROCESSES); run several behind a load balancer,
+           sharing TUSD_PY_DATA_DIR.
   worker   one processing worker alone, against TUSD_PY_REDIS_URL (run as
            many as you like; each runs TUSD_PY_MAX_JOBS tasks at once).
   upload   upload files with the tus protocol, resumably, with a progress bar.
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roles = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     roles.add_parser("serve", help="run redis (embedded), the API and a worker together")
-    roles.add_parser("api", help="run the HTTP API against TUSD_PY_REDIS_URL")
+    api = roles.add_parser("api", help="run the HTTP API against TUSD_PY_REDIS_URL")
+    # Set by tusd_py.api_nodes for the processes it starts, never by hand.
+    api.add_argument("--node", type=int, default=None, help=argparse.SUPPRESS)
+    api.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     roles.add_parser("worker", help="run one processing worker against TUSD_PY_REDIS_URL")
     from tusd_py.upload_cli import add_upload_arguments
 
@@ -58,9 +62,13 @@ def configure_logging(level: str) -> None:
     )
 
 
-def run_api(settings: Settings) -> None:
+def run_api(settings: Settings, node: int | None = None, listen_fd: int | None = None) -> None:
     """The API under uvicorn; on SIGTERM running PATCHes answer with what they saved
-    (see :mod:`tusd_py.graceful`) and the node exits within ``SHUTDOWN_GRACE``."""
+    (see :mod:`tusd_py.graceful`) and the node exits within ``SHUTDOWN_GRACE``.
+
+    With more than one API process this becomes their parent (:mod:`tusd_py.api_nodes`),
+    which starts each again here with ``node`` (its slot) and the port's ``listen_fd``.
+    """
     import uvicorn
 
     from tusd_py.access_log import uvicorn_log_config
@@ -68,18 +76,24 @@ def run_api(settings: Settings) -> None:
     from tusd_py.graceful import SHUTDOWN_GRACE, DrainingServer
     from tusd_py.http_guard import GuardLimits, uvicorn_protocol
     from tusd_py.supervisor import port_problem
-    from tusd_py.wiring import build_services
+    from tusd_py.wiring import build_services, node_name
 
-    problem = port_problem(settings.host, settings.port)
-    if problem is not None:
-        sys.exit(f"tusd-py api: {problem}")
+    if listen_fd is None:
+        count = settings.api_process_count
+        if count > 1:
+            from tusd_py.api_nodes import ApiNodes
+
+            sys.exit(ApiNodes(settings, count).run())
+        problem = port_problem(settings.host, settings.port)
+        if problem is not None:
+            sys.exit(f"tusd-py api: {problem}")
     guard = GuardLimits(
         header_timeout=settings.header_timeout,
         body_idle_timeout=settings.body_idle_timeout,
         max_connections=settings.max_connections,
         max_connections_per_address=None if settings.trust_proxy else settings.max_connections_per_address,
     )
-    services = build_services(settings)
+    services = build_services(settings, node_name(settings, node))
     config = uvicorn.Config(
         assemble_app(services, settings),
         host=settings.host,
@@ -93,7 +107,12 @@ def run_api(settings: Settings) -> None:
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
     )
     server = DrainingServer(config, drain=services.locker.drain)
-    server.run()
+    if listen_fd is None:
+        server.run()
+    else:
+        import socket
+
+        server.run(sockets=[socket.socket(fileno=listen_fd)])
     if not server.started:
         sys.exit(3)  # as uvicorn.run does when the server could not start
 
@@ -130,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             except StartError as exc:
                 sys.exit(f"tusd-py serve: {exc}")
         if args.command == "api":
-            run_api(settings)
+            run_api(settings, args.node, args.listen_fd)
         else:
             run_worker(settings)
     except RedisNotFound as exc:

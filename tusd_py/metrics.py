@@ -10,14 +10,21 @@ request with ``Authorization: Bearer <token>`` gets the metrics (401 otherwise).
 The middleware answers it itself, before the JWT authentication middleware
 (which would take the metrics token for a malformed JWT). A Prometheus job sets
 ``authorization: {type: Bearer, credentials_file: /run/secrets/tusd_metrics}``.
+
+With several API processes on one port (:mod:`tusd_py.api_nodes`) a scrape reaches any
+one of them, so each answers for all: prometheus-client's multiprocess mode, where every
+process writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (set for the
+processes by their parent before prometheus-client is imported) and the answer sums them.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,6 +37,11 @@ class Metrics:
     def __init__(self, token: str | None = None) -> None:
         self.token = token
         self.registry = CollectorRegistry()
+        self.exposed = self.registry
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, path=shared)
         self.requests = Counter(
             "tusd_http_requests_total", "HTTP requests answered.", ["route", "method", "status"],
             registry=self.registry,
@@ -47,7 +59,7 @@ class Metrics:
             body = {"error": {"code": "unauthorized", "message": "the metrics token is required"}}
             return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(
-            generate_latest(self.registry),
+            generate_latest(self.exposed),
             media_type=CONTENT_TYPE_LATEST,
             headers={"Cache-Control": "no-store"},
         )

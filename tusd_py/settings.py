@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "TUSD_PY_"
+AUTO_API_PROCESSES_MAX = 8
+"""``TUSD_PY_API_PROCESSES=0`` takes one per usable CPU up to this (each holds ~80 MB)."""
 
 
 class SettingsError(ValueError):
@@ -172,9 +174,14 @@ class Settings:
     body_idle_timeout: float = _env(
         _float(0.1), 60.0, "Seconds a request body may stall before the connection is dropped."
     )
-    max_connections: int = _env(_int(1), 2000, "Open connections the API accepts in all (503 past it).")
+    api_processes: int = _env(
+        _int(0, 64), 0, "API processes sharing the port; 0: one per CPU this process may use, at most 8."
+    )
+    max_connections: int = _env(
+        _int(1), 2000, "Open connections each API process accepts in all (503 past it)."
+    )
     max_connections_per_address: int = _env(
-        _int(1), 100, "Open connections per client IP (503 past it; off with TRUST_PROXY)."
+        _int(1), 100, "Open connections per client IP and API process (503 past it; off with TRUST_PROXY)."
     )
     forwarded_allow_ips: str = _env(
         str, "127.0.0.1", "Proxy addresses whose X-Forwarded-* headers are trusted (with TRUST_PROXY)."
@@ -235,6 +242,15 @@ class Settings:
                 )
                 raise SettingsError(f"{name}={raw!r}: {reason}") from None
         return cls(**values)
+
+    @property
+    def api_process_count(self) -> int:
+        """``api_processes``, with 0 resolved: Python runs one thread of bytecode at a time,
+        so one process per usable core is what the machine can run in parallel."""
+        if self.api_processes:
+            return self.api_processes
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(AUTO_API_PROCESSES_MAX, usable or 1))
 
     @property
     def max_tries(self) -> int:

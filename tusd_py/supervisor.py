@@ -123,12 +123,28 @@ def wait_for_redis(url: str, keep_waiting: Callable[[], bool]) -> bool:
 
 
 class Child:
-    """One supervised role (``api`` or ``worker``): its process, its start, its crashes."""
+    """One supervised process (the API, the worker, an API node): its start, its crashes.
 
-    def __init__(self, role: str, env: dict[str, str], ready: Callable[[], bool]) -> None:
+    ``command`` defaults to ``python -m tusd_py <role>``. A child with ``ready_after`` has
+    no probe of its own: running that long counts as a good start.
+    """
+
+    def __init__(
+        self,
+        role: str,
+        env: dict[str, str],
+        ready: Callable[[], bool],
+        *,
+        command: list[str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+        ready_after: float | None = None,
+    ) -> None:
         self.role = role
         self.env = env
         self.ready_probe = ready
+        self.command = command or [sys.executable, "-m", "tusd_py", role]
+        self.pass_fds = pass_fds
+        self.ready_after = ready_after
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.ready = False
@@ -139,9 +155,10 @@ class Child:
     def spawn(self) -> None:
         logger.info("starting %s", self.role)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tusd_py", self.role],
+            self.command,
             env=self.env,
             start_new_session=True,
+            pass_fds=self.pass_fds,
             preexec_fn=parent_death_hook(),
         )
         self.started_at = time.monotonic()
@@ -150,6 +167,62 @@ class Child:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def look_after(child: Child, stopping: bool) -> None:
+    """One look at ``child``: note a good start, restart it after a crash with a backoff
+    that doubles; :class:`StartError` for a child that cannot start or crash-loops."""
+    now = time.monotonic()
+    if child.running():
+        if not child.ready:
+            if child.ready_probe() or (
+                child.ready_after is not None and now - child.started_at >= child.ready_after
+            ):
+                child.ready = child.ever_ready = True
+                logger.info("%s is up (pid %s)", child.role, child.process.pid if child.process else "?")
+            elif now - child.started_at > READY_TIMEOUT:
+                raise StartError(
+                    f"the {child.role} did not become ready within {READY_TIMEOUT:.0f} s; see its log above"
+                )
+        return
+    if child.restart_at is not None:
+        if now >= child.restart_at and not stopping:
+            child.spawn()
+        return
+    assert child.process is not None
+    status = child.process.returncode
+    if not child.ready:
+        raise StartError(
+            f"the {child.role} exited with status {status} before it was ready "
+            "(its own message is above); fix that and start again"
+        )
+    child.crashes.append(now)
+    while child.crashes and now - child.crashes[0] > CRASH_WINDOW:
+        child.crashes.popleft()
+    if len(child.crashes) >= MAX_CRASHES:
+        raise StartError(
+            f"the {child.role} crashed {len(child.crashes)} times within {CRASH_WINDOW:.0f} s "
+            f"(last exit status {status}); giving up, see its log above"
+        )
+    delay = min(RESTART_DELAY * 2 ** (len(child.crashes) - 1), RESTART_DELAY_MAX)
+    logger.error("%s exited with status %s; restarting it in %.1f s", child.role, status, delay)
+    child.restart_at = now + delay
+
+
+def stop_children(children: list[Child], timeout: float) -> None:
+    """SIGTERM to every running child, then wait up to ``timeout`` for all of them;
+    SIGKILL to the session of any that lingers."""
+    running = [c.process for c in children if c.process is not None and c.running()]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.error("pid %s did not stop in time; killing it", process.pid)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 class Supervisor:
@@ -185,7 +258,7 @@ class Supervisor:
                 return 0
             self.children = {
                 "api": Child("api", self.env, self._api_listens),
-                "worker": Child("worker", self.env, lambda: False),
+                "worker": Child("worker", self.env, lambda: False, ready_after=WORKER_READY_AFTER),
             }
             for child in self.children.values():
                 child.spawn()
@@ -193,7 +266,7 @@ class Supervisor:
                 time.sleep(TICK)
                 self._look_after_redis()
                 for child in self.children.values():
-                    self._look_after(child)
+                    look_after(child, self.stopping)
             return 0
         finally:
             self._stop_all()
@@ -207,43 +280,6 @@ class Supervisor:
         except OSError:
             return False
 
-    def _look_after(self, child: Child) -> None:
-        now = time.monotonic()
-        if child.running():
-            if not child.ready:
-                if child.ready_probe() or (
-                    child.role == "worker" and now - child.started_at >= WORKER_READY_AFTER
-                ):
-                    child.ready = child.ever_ready = True
-                    logger.info("%s is up (pid %s)", child.role, child.process.pid if child.process else "?")
-                elif now - child.started_at > READY_TIMEOUT:
-                    raise StartError(
-                        f"the {child.role} did not become ready within {READY_TIMEOUT:.0f} s; see its log above"
-                    )
-            return
-        if child.restart_at is not None:
-            if now >= child.restart_at and not self.stopping:
-                child.spawn()
-            return
-        assert child.process is not None
-        status = child.process.returncode
-        if not child.ready:
-            raise StartError(
-                f"the {child.role} exited with status {status} before it was ready "
-                "(its own message is above); fix that and start again"
-            )
-        child.crashes.append(now)
-        while child.crashes and now - child.crashes[0] > CRASH_WINDOW:
-            child.crashes.popleft()
-        if len(child.crashes) >= MAX_CRASHES:
-            raise StartError(
-                f"the {child.role} crashed {len(child.crashes)} times within {CRASH_WINDOW:.0f} s "
-                f"(last exit status {status}); giving up, see its log above"
-            )
-        delay = min(RESTART_DELAY * 2 ** (len(child.crashes) - 1), RESTART_DELAY_MAX)
-        logger.error("%s exited with status %s; restarting it in %.1f s", child.role, status, delay)
-        child.restart_at = now + delay
-
     def _look_after_redis(self) -> None:
         if self.redis is None or self.redis.alive() or self.stopping:
             return
@@ -253,17 +289,7 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """API and worker first (the worker needs Redis to requeue its tries), Redis last."""
-        running = [c.process for c in self.children.values() if c.process is not None and c.running()]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace + STOP_TIMEOUT_SLACK
-        for process in running:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.error("pid %s did not stop in time; killing it", process.pid)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_children(list(self.children.values()), self.settings.shutdown_grace + STOP_TIMEOUT_SLACK)
         if self.redis is not None:
             self.redis.stop()
         logger.info("stopped")

@@ -99,8 +99,17 @@ def jwt_secret(settings: Settings) -> bytes:
     return load_or_create_secret(settings.data_dir / "jwt.secret")
 
 
-def build_services(settings: Settings) -> Services:
-    """Build every service from ``settings`` (which must name a Redis)."""
+def node_name(settings: Settings, slot: int | None = None) -> str:
+    """This API process's name among the nodes: stable across its restarts, so that its
+    dead predecessor's locks are free at once. ``slot`` numbers the processes of one
+    ``tusd-py api`` (:mod:`tusd_py.api_nodes`)."""
+    name = f"{socket.gethostname()}:{settings.port}"
+    return name if slot is None else f"{name}/{slot}"
+
+
+def build_services(settings: Settings, node: str | None = None) -> Services:
+    """Build every service from ``settings`` (which must name a Redis); ``node`` names this
+    API process (default :func:`node_name`)."""
     config = processing_config(settings)  # raises without settings.redis_url
     redis = Redis.from_url(
         config.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
@@ -134,8 +143,7 @@ def build_services(settings: Settings) -> Services:
         arq=arq,
         slots=StreamSlots(redis, settings.max_event_streams),
         upload_store=upload_store,
-        # Stable across restarts of this node: its dead predecessor's locks are free at once.
-        locker=RedisLocker(redis, node=f"{socket.gethostname()}:{settings.port}"),
+        locker=RedisLocker(redis, node=node or node_name(settings)),
         quota=RedisQuota(
             redis, max_uploads=settings.max_pending_uploads, max_bytes=settings.max_pending_bytes
         ),
