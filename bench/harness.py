@@ -104,10 +104,14 @@ def drop_files(directory: Path) -> None:
 
 
 class PeakRSS:
-    """Samples the RSS of processes chosen by ``pick`` every few milliseconds, in a thread."""
+    """Samples the RSS of processes chosen by ``pick`` every few milliseconds, in a thread:
+    the peak of one of them, or with ``together`` of their sum."""
 
-    def __init__(self, pick: Callable[[], list[psutil.Process]], interval: float = 0.005) -> None:
+    def __init__(
+        self, pick: Callable[[], list[psutil.Process]], interval: float = 0.005, *, together: bool = False
+    ) -> None:
         self._pick = pick
+        self._together = together
         self._interval = interval
         self._stop = threading.Event()
         self.peak = 0
@@ -115,9 +119,11 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            sizes = []
             for process in self._pick():
                 with suppress(psutil.Error):
-                    self.peak = max(self.peak, process.memory_info().rss)
+                    sizes.append(process.memory_info().rss)
+            self.peak = max(self.peak, sum(sizes) if self._together else max(sizes, default=0))
             time.sleep(self._interval)
 
     def __enter__(self) -> PeakRSS:
@@ -216,8 +222,15 @@ class BenchEnv:
                 found += psutil.Process(worker.pid).children(recursive=True)
         return found
 
-    def api_process(self) -> psutil.Process:
-        return psutil.Process(self.service.api.pid)
+    def api_processes(self) -> list[psutil.Process]:
+        """``tusd-py api`` and the API processes it started (one per core by default)."""
+        parent = psutil.Process(self.service.api.pid)
+        return [parent, *parent.children()]
+
+    def api_shape(self) -> str:
+        """How the API runs: "1 API process", or "N API processes + parent"."""
+        count = len(self.api_processes())
+        return "1 API process" if count == 1 else f"{count - 1} API processes + parent"
 
     def set_workers(self, count: int) -> None:
         while len(self.service.workers) > count:
@@ -241,6 +254,7 @@ def bench_env(workers: int = 1) -> Iterator[BenchEnv]:
         max_pending_bytes=str(1 << 40),
         event_log_size="10000",
         max_event_streams="100",
+        api_processes="0",  # the default: one per core
     )
     sink_port = free_port()
     (workdir / "sink").mkdir()

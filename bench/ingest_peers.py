@@ -37,6 +37,7 @@ class Peer:
     name: str
     url: str  # a PUT sink's URL, or a tus server's creation URL
     tus: bool
+    files: Path  # where it stores what it receives
 
 
 def node_modules() -> Path:
@@ -91,7 +92,7 @@ def ingest_peers(workdir: Path) -> Iterator[tuple[list[Peer], list[str]]]:
     missing: list[str] = []
     only_raw = os.environ.get("TUSD_PY_BENCH_INGEST_PEERS", "all") == "raw"
     with ExitStack() as stack:
-        peers.append(Peer("raw socket sink", stack.enter_context(raw_sink(workdir)), tus=False))
+        peers.append(Peer("raw socket sink", stack.enter_context(raw_sink(workdir)), False, workdir / "raw"))
         if only_raw:
             missing.append("tuspyserver, @tus/server: TUSD_PY_BENCH_INGEST_PEERS=raw")
         else:
@@ -113,7 +114,7 @@ def _start_tus_peers(stack: ExitStack, workdir: Path, peers: list[Peer], missing
             [python, "-m", "uvicorn", "bench.peer_tuspy:app", "--port", str(port), "--log-level", "warning"],
             port, workdir, env={**clean, "BENCH_PEER_DIR": str(workdir / "tuspy")}, inherit_env=False,
         )  # fmt: skip
-        peers.append(Peer("tuspyserver", f"http://127.0.0.1:{port}/files", tus=True))
+        peers.append(Peer("tuspyserver", f"http://127.0.0.1:{port}/files", True, workdir / "tuspy"))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         missing.append(f"tuspyserver: {str(error).splitlines()[0]}")
     if shutil.which("npm") and shutil.which("node"):
@@ -126,7 +127,7 @@ def _start_tus_peers(stack: ExitStack, workdir: Path, peers: list[Peer], missing
                 ["node", str(REPO / "bench" / "peer_tus_node.mjs"), str(port), str(workdir / "tus-node")],
                 port, workdir, env={"BENCH_NODE_MODULES": str(modules)},
             )  # fmt: skip
-            peers.append(Peer("@tus/server", f"http://127.0.0.1:{port}/files", tus=True))
+            peers.append(Peer("@tus/server", f"http://127.0.0.1:{port}/files", True, workdir / "tus-node"))
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             missing.append(f"@tus/server: {str(error).splitlines()[0]}")
     else:

@@ -4,8 +4,8 @@ With httpx, 32 clients in the bench process kept it at 94-99 % of one of the two
 cores while the API sat at ~50 % and the machine at ~50 % idle: every contender was
 measured at the speed of the client. This one writes a request head built from
 bytes and the body from one shared buffer, and reads back only the status line
-and the headers (a body only when ``Content-Length`` announces one), on uvloop.
-It speaks exactly what the bench needs: keep-alive, ``Content-Length`` bodies.
+and the headers (a body only when ``Content-Length`` announces one, or a chunked one), on
+uvloop. It speaks exactly what the bench needs: keep-alive, ``Content-Length`` bodies.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class Connection:
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             fields[name.strip().lower()] = value.strip()
+        if fields.get(b"transfer-encoding", b"").lower() == b"chunked":  # @tus/server's replies
+            while size := int((await self._reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
+                await self._reader.readexactly(size + 2)
+            await self._reader.readuntil(b"\r\n")  # the end (no trailers come)
+            return status, fields
         length = int(fields.get(b"content-length", b"0"))
         if length:
             await self._reader.readexactly(length)
