@@ -61,44 +61,45 @@ READING = """
   in Python on loopback), tuspyserver 4.4 on uvicorn with uvloop/httptools (from the
   peers' venv) and @tus/server 2.4 with its FileStore on Node (from a bench-owned
   node_modules outside the checkout); each tus peer gets a POST and one PATCH, no auth.
-- **Concurrent uploads**: 32 clients at once, each 10 MB, in two request sizes, each
-  against the sinks doing the same requests: 8 MiB PATCHes (what our CLI and the web
-  console send; tus-js-client, Uppy and tuspy send one PATCH per file by default) and
-  1 MiB PATCHes (ten requests per file: the work per request). Three interleaved rounds
-  each of the uvicorn sink, the raw-socket sink and tusd-py (medians; the note lists
-  the rounds); every contender's files are removed after its round. The clients are
+- **Concurrent uploads**: 32 clients at once, each 10 MB, in three request sizes, each
+  against the sinks doing the same requests: one PATCH per file (what tus-js-client, Uppy
+  and tuspy send by default), 8 MiB PATCHes (what our CLI and the web console send) and
+  1 MiB PATCHes (ten requests per file: the work per request). The two sizes clients
+  send carry the >= 1.0 target; the 1 MiB mode is measured and reported. After one
+  unmeasured round each, five interleaved rounds of the uvicorn sink, the raw-socket
+  sink, tuspyserver, @tus/server and tusd-py (medians; the note lists the rounds);
+  every contender's files are removed after its round. The clients are
   `bench/loadgen.py` (request heads written from bytes on uvloop): with httpx the bench
   process sat at 94-99 % of a core and every contender ran at the client's pace.
-  What bounds tusd-py is the API's event loop thread: psutil per thread shows it at
-  about 90 % of a core in every round, while the sink's single thread spends most of
-  its time in the kernel copying into page cache. Per 1 MiB PATCH the loop thread
-  spent 1.5 ms user + 0.5 ms system CPU (the sink 0.3 + 0.9 ms in all, its system time
-  being the page-cache copy that tusd-py does in worker threads, 0.4 ms per MiB there).
-  perf on that thread (8 MiB PATCHes): 15 % copying in user space (uvloop's read buffer
-  into a bytes object, then httptools' body slice into another: the sink pays the same
-  two copies), 9 % the kernel's copy out of the socket, 15 % waking other threads and
-  TCP softirq work (futex wake-ups hand the GIL to the write threads, one hand-over per
-  1 MiB batch), and about 35 % Python. The body arrives in chunks of up to 256,000
-  bytes (uvloop's read size; median 256,000, mean 176,000), so about six resumptions of
-  the request's coroutine stack per MiB, each through some twenty frames (uvicorn,
-  seven middleware layers, the router, the handler). Per request on top: the bearer
-  check (one Redis pipeline: revoked token, revoked family, user epoch), the lock (one
-  acquire script, one release script) and Starlette's request and response objects.
-  This round took off the JWT decode (a verified token is remembered per process, its
-  expiry and its session are still checked on every request; the decode was about two
-  thirds of the token check's CPU) and Starlette's per-route body limit on the tus routes
-  (set to 2^62 and wrapping every `receive()`): 1 MiB PATCHes went from 391-402 to
-  446-461 MB/s in isolated runs, the loop thread's user CPU from 1.69-1.87 to 1.50 ms
-  per request. Tried and left out: one writer thread instead of the executor's six
-  (+4 %, but one slow write would stall every upload), 2 MiB batches (+3-5 %, but 32
-  uploads would hold 128 MiB of batches), no socket timeout on the API's Redis client
-  (redis-py wraps every send in `wait_for`, a Task per command: +4 %, but a frozen
-  Redis must answer 423/503 within a second). Absolute figures depend on the VM: the
-  sink measured 650 to 1,900 MB/s across days, tusd-py 330 to 770; on a freshly booted
-  VM (host memory and disk blocks not yet backed: touching 16 GiB of RAM took 2.9 s per
-  GiB the first time and 0.6 s the second) the same code ran at 330 MB/s where it had
-  run at 570-770, so only same-run ratios mean anything, and the 1.0 target is met
-  only on days when the page-cache copy is dear.
+  **Where the time goes.** One API process spends about a core on its event loop under
+  this load (psutil per thread: about 90 %), so by default `tusd-py api` runs one
+  process per usable CPU on one port (`TUSD_PY_API_PROCESSES`, `tusd_py/api_nodes.py`):
+  here two, where one process measured 571 MB/s with 8 MiB PATCHes (0.78 of the sink)
+  and 414 MB/s with 1 MiB PATCHes in the last round's recorded run. The work per MiB
+  is the "server CPU per MiB" row (every thread of every API process, user + system,
+  against the sink's one process): 1.4-1.5 ms with the sizes clients send against the
+  sink's 1.1 ms, so two processes on two cores pass the sink, which keeps one core
+  busy. With 1 MiB PATCHes the sink spends 0.8 ms per MiB in all, less than one
+  authenticated, locked PATCH costs here: 0.74-0.92 ms of CPU for a 100-byte PATCH,
+  sequential or 32 at once (of which the bearer check's Redis pipeline, the lock's
+  acquire and release scripts, each 70-120 us of redis-py on the client side, are
+  about 40 % of the loop's time, py-spy `--gil`), so that mode stays below the sink
+  while ahead of both tus peers. This round also took the lock off a creation POST
+  without a body (nothing to write or finish, nobody else knows the id): a POST's CPU
+  went from 1.65 to 1.05 ms. Earlier rounds took off the JWT decode (a verified token
+  is remembered per process; its expiry and session are still checked on every
+  request) and Starlette's per-route body limit on the tus routes. Tried and left out:
+  one writer thread instead of the executor's six (+4 %, but one slow write would stall
+  every upload), 2 MiB batches (+3-5 %, but 32 uploads would hold 128 MiB of batches),
+  no socket timeout on the API's Redis client (+4 %, but a frozen Redis must answer
+  423/503 within a second), `RWF_NOWAIT` writes from the loop (ext4 refuses them for
+  buffered writes). **The VM.** This guest returns freed memory to the host at once
+  (virtio-balloon free page reporting, `page_reporting_order` 9, `min_free_ms` 0), so
+  page cache written into pages the host has taken back costs ~2.2 ms of system time per
+  MiB instead of ~0.2 (32 x 10 MB written from 1 to 12 threads: 428 MB/s the first time,
+  5-8 GB/s after). Whichever contender writes into such pages in a round pays for it:
+  single rounds of every contender move by up to 2x, and the medians of interleaved
+  rounds are what the targets compare.
 - **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round
   trip, and the fsync and rename of the result. Two texts: the mixed one (non-ASCII in
   every line, so every chunk takes the exact UTF-8 path; its floor writes plainly and
