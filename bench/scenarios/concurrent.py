@@ -18,6 +18,7 @@ what the work per request costs, whatever the number of processes doing it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -190,7 +191,8 @@ def run(env: BenchEnv, scale: float) -> list[Row]:
 def _mode(
     env: BenchEnv, peers: list[Peer], size: int, patch_size: int, name: str, targeted: bool
 ) -> tuple[list[Row], int]:
-    """A warm-up, then ROUNDS interleaved rounds of every contender with one request size."""
+    """A warm-up, then ROUNDS interleaved rounds of every contender with one request size;
+    each round starts with another contender, so none always follows the same one."""
     block = memoryview(b"x" * patch_size)
     received = CLIENTS * size / MiB
     api = CpuClock(env.api_processes)
@@ -202,24 +204,41 @@ def _mode(
     sink_cpu: list[float] = []
     latencies: list[float] = []
     errors = 0
-    for warm_up in [True] + [False] * ROUNDS:  # interleaved, so drift hits all alike
-        sink_rate = sink.measure(lambda: run_loop(lambda: _sink_round(env.sink_url, size, block)), received,
-                                 [] if warm_up else sink_cpu)  # fmt: skip
+
+    def sink_round(measured: bool) -> None:
+        rate = sink.measure(lambda: run_loop(lambda: _sink_round(env.sink_url, size, block)), received,
+                            sink_cpu if measured else [])  # fmt: skip
         drop_files(env.sink_dir)
-        for peer in peers:
-            peer_rate = run_loop(lambda peer=peer: _peer_round(peer, size, block))
-            drop_files(peer.files)
-            if not warm_up:
-                peer_rates[peer.name].append(peer_rate)
+        if measured:
+            sinks.append(rate)
+
+    def peer_round(peer: Peer, measured: bool) -> None:
+        rate = run_loop(lambda: _peer_round(peer, size, block))
+        drop_files(peer.files)
+        if measured:
+            peer_rates[peer.name].append(rate)
+
+    def tus_round(measured: bool) -> None:
+        nonlocal errors
         rate, round_latencies, round_errors, _ = api.measure(
-            lambda: run_loop(lambda: _tus_round(env, size, block)), received, [] if warm_up else api_cpu
+            lambda: run_loop(lambda: _tus_round(env, size, block)), received, api_cpu if measured else []
         )
         drop_files(env.service.data_dir / "uploads")
         errors += round_errors
-        if not warm_up:
-            sinks.append(sink_rate)
+        if measured:
             rates.append(rate)
-            latencies += round_latencies
+            latencies.extend(round_latencies)
+
+    contenders: list[Callable[[bool], None]] = [
+        sink_round,
+        *(functools.partial(peer_round, peer) for peer in peers),
+        tus_round,
+    ]
+    for contender in contenders:  # warm-up: first allocations, first connections
+        contender(False)
+    for turn in range(ROUNDS):  # interleaved, and each round starts with the next one
+        for contender in contenders[turn:] + contenders[:turn]:
+            contender(True)
     rate, baseline = median(rates), median(sinks)
     rounds = (
         "rounds: " + ", ".join(f"{r:.0f}" for r in rates) + " against " + ", ".join(f"{b:.0f}" for b in sinks)
