@@ -67,19 +67,23 @@ READING = """
   1 MiB PATCHes (ten requests per file: the work per request). The two sizes clients
   send carry the >= 1.0 target; the 1 MiB mode is measured and reported. After one
   unmeasured round each, five interleaved rounds of the uvicorn sink, the raw-socket
-  sink, tuspyserver, @tus/server and tusd-py (medians; the note lists the rounds);
-  every contender's files are removed after its round. The clients are
+  sink, tuspyserver, @tus/server and tusd-py (medians; the note lists the rounds), each
+  round starting with the next contender (with the order fixed, tusd-py's CPU per MiB
+  read 1.5-2.4 ms from run to run while the sink's stayed at 1.1-1.2; rotated, 1.5-1.6
+  in four runs); every contender's files are removed after its round. The clients are
   `bench/loadgen.py` (request heads written from bytes on uvloop): with httpx the bench
   process sat at 94-99 % of a core and every contender ran at the client's pace.
   **Where the time goes.** One API process spends about a core on its event loop under
   this load (psutil per thread: about 90 %), so by default `tusd-py api` runs one
   process per usable CPU on one port (`TUSD_PY_API_PROCESSES`, `tusd_py/api_nodes.py`):
-  here two, where one process measured 571 MB/s with 8 MiB PATCHes (0.78 of the sink)
-  and 414 MB/s with 1 MiB PATCHes in the last round's recorded run. The work per MiB
-  is the "server CPU per MiB" row (every thread of every API process, user + system,
-  against the sink's one process): 1.4-1.5 ms with the sizes clients send against the
-  sink's 1.1 ms, so two processes on two cores pass the sink, which keeps one core
-  busy. With 1 MiB PATCHes the sink spends 0.8 ms per MiB in all, less than one
+  here two. One process, measured the same way in an isolated run: 897, 824 and 513
+  MB/s (1.07, 0.96 and 0.48 of the sink in that run) for one PATCH per file, 8 MiB and
+  1 MiB PATCHes; two processes in four isolated runs: 1.22-1.37, 1.13-1.20 and 0.65-0.72.
+  The work per MiB is the "server CPU per MiB" row (every thread of every API process,
+  user + system, against the sink's one process): 1.4-1.6 ms with the sizes clients
+  send against the sink's 1.1-1.2 ms, so two processes on two cores pass the sink, whose
+  one process keeps one core busy. With 1 MiB PATCHes the sink spends 0.8-1.0 ms per
+  MiB in all, less than one
   authenticated, locked PATCH costs here: 0.74-0.92 ms of CPU for a 100-byte PATCH,
   sequential or 32 at once (of which the bearer check's Redis pipeline, the lock's
   acquire and release scripts, each 70-120 us of redis-py on the client side, are
@@ -99,7 +103,8 @@ READING = """
   MiB instead of ~0.2 (32 x 10 MB written from 1 to 12 threads: 428 MB/s the first time,
   5-8 GB/s after). Whichever contender writes into such pages in a round pays for it:
   single rounds of every contender move by up to 2x, and the medians of interleaved
-  rounds are what the targets compare.
+  rounds are what the targets compare. The same VM took a single 100 MB stream into the
+  bare sink at 283 MB/s in one full run of this session and at 804 in the next.
 - **Processing**: enqueue-to-completed includes the queue, a warm child's pipe round
   trip, and the fsync and rename of the result. Two texts: the mixed one (non-ASCII in
   every line, so every chunk takes the exact UTF-8 path; its floor writes plainly and
