@@ -1,21 +1,24 @@
-"""``tusd-py api`` on every core: one listening socket, several uvicorn processes on it.
+"""``tusd-py api`` on every core: several uvicorn processes on one port.
 
 Python runs one thread of bytecode at a time, and under load one API process spends
 about a core on its event loop (32 uploads at once: ~90 % of a core, see
 ``bench/RESULTS.md``), so one process per core is what lets the API use the machine.
-With more than one (``TUSD_PY_API_PROCESSES``), this parent binds the port once and
-starts the processes with the socket inherited; a new connection goes to whichever
-process accepts it first, which is one whose loop is free. Each process is a node of
-its own, as separate machines behind a load balancer are (its lock owner name
-``host:port/slot``, heartbeat, connection caps, caches); uploads, locks, sessions and
-tasks live in Redis and the data directory already, so nothing else changes.
+With more than one (``TUSD_PY_API_PROCESSES``), this parent binds one ``SO_REUSEPORT``
+socket per process on the port and starts each process with its socket inherited; the
+kernel spreads new connections over the sockets by their addresses. (One shared socket
+was tried first: whichever loop woke first took most of a burst of 32 connections, and
+kept them for their uploads.) Each process is a node of its own, as separate machines
+behind a load balancer are (its lock owner name ``host:port/slot``, heartbeat,
+connection caps, caches); uploads, locks, sessions and tasks live in Redis and the data
+directory already, so nothing else changes.
 
 The parent serves nothing itself. It restarts a node that dies with ``serve``'s crash
 policy (:func:`tusd_py.supervisor.look_after`); the new process takes the slot's name,
-so its predecessor's locks are free at once. It passes SIGTERM and SIGINT on as SIGTERM
-(each node drains its uploads, :mod:`tusd_py.graceful`), and a ``kill -9`` of it takes
-the nodes with it (PR_SET_PDEATHSIG). The nodes' Prometheus samples meet in a private
-directory of its own (:mod:`tusd_py.metrics`).
+so its predecessor's locks are free at once, and the connections the kernel gave that
+slot's socket meanwhile wait in its queue (the parent holds it). It passes SIGTERM and
+SIGINT on as SIGTERM (each node drains its uploads, :mod:`tusd_py.graceful`), and a
+``kill -9`` of it takes the nodes with it (PR_SET_PDEATHSIG). The nodes' Prometheus
+samples meet in a private directory of its own (:mod:`tusd_py.metrics`).
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class ApiNodes:
             shutil.rmtree(shared, ignore_errors=True)
 
     def _listen(self) -> socket.socket:
-        """The socket every node accepts from, bound as uvicorn binds its own."""
+        """One node's socket, bound as uvicorn binds its own, in the port's reuse group."""
         host = self.settings.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
