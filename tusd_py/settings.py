@@ -175,7 +175,9 @@ class Settings:
         _float(0.1), 60.0, "Seconds a request body may stall before the connection is dropped."
     )
     api_processes: int = _env(
-        _int(0, 64), 0, "API processes sharing the port; 0: one per CPU this process may use, at most 8."
+        _int(0, 64),
+        0,
+        "API processes sharing the port; 0: one per CPU this process may use (Linux), at most 8.",
     )
     max_connections: int = _env(
         _int(1), 2000, "Open connections each API process accepts in all (503 past it)."
@@ -246,11 +248,13 @@ class Settings:
     @property
     def api_process_count(self) -> int:
         """``api_processes``, with 0 resolved: Python runs one thread of bytecode at a time,
-        so one process per usable core is what the machine can run in parallel."""
+        so one process per usable core is what the machine can run in parallel. Only on
+        Linux: elsewhere (macOS) ``SO_REUSEPORT`` hands every connection to one socket."""
         if self.api_processes:
             return self.api_processes
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(1, min(AUTO_API_PROCESSES_MAX, usable or 1))
+        if not hasattr(os, "sched_getaffinity"):
+            return 1
+        return max(1, min(AUTO_API_PROCESSES_MAX, len(os.sched_getaffinity(0))))
 
     @property
     def max_tries(self) -> int:
