@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +16,7 @@ import psutil
 
 from tests.support import METRICS_TOKEN, Service, wait_until
 from tests.tus.helpers import OCTETS, TUS
-from tusd_py.api_nodes import NODE_READY_AFTER
+from tusd_py.api_nodes import METRICS_PREFIX, NODE_READY_AFTER, metrics_dir
 from tusd_py.settings import AUTO_API_PROCESSES_MAX, Settings
 from tusd_py.supervisor import TICK
 
@@ -106,6 +108,7 @@ def test_a_killed_process_is_replaced_and_nothing_sent_meanwhile_is_lost(
 def test_a_killed_parent_takes_its_processes_with_it(service_factory: Callable[..., Service]) -> None:
     service = service_factory(api_processes="2")
     children = nodes(service)
+    (shared,) = {Path(child.environ()["PROMETHEUS_MULTIPROC_DIR"]) for child in children}
     service.api.kill()
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
@@ -115,3 +118,22 @@ def test_a_killed_parent_takes_its_processes_with_it(service_factory: Callable[.
         pass
     else:
         raise AssertionError("the port still answers after its processes died")
+    assert shared.is_dir()  # nothing ran to remove it
+    service.restart_api()
+    assert not shared.exists()  # the next parent removed what the dead one left
+
+
+def test_only_the_metrics_directories_of_gone_parents_are_removed(tmp_path: Path) -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    gone = tmp_path / f"{METRICS_PREFIX}{finished.pid}-abc"
+    gone.mkdir()
+    (gone / "counter_1.db").write_bytes(b"x")
+    running = tmp_path / f"{METRICS_PREFIX}{os.getpid()}-def"
+    running.mkdir()
+    unrelated = tmp_path / f"{METRICS_PREFIX}notapid"
+    unrelated.mkdir()
+    made = metrics_dir(tmp_path)
+    assert not gone.exists() and running.is_dir() and unrelated.is_dir()
+    assert made.parent == tmp_path and made.name.startswith(f"{METRICS_PREFIX}{os.getpid()}-")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700

@@ -18,7 +18,7 @@ so its predecessor's locks are free at once, and the connections the kernel gave
 slot's socket meanwhile wait in its queue (the parent holds it). It passes SIGTERM and
 SIGINT on as SIGTERM (each node drains its uploads, :mod:`tusd_py.graceful`), and a
 ``kill -9`` of it takes the nodes with it (PR_SET_PDEATHSIG). The nodes' Prometheus
-samples meet in a private directory of its own (:mod:`tusd_py.metrics`).
+samples meet in a private directory of its own (:func:`metrics_dir`, :mod:`tusd_py.metrics`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -46,6 +47,37 @@ BACKLOG = 2048
 """uvicorn's default listen backlog."""
 STOP_SLACK = 5.0
 """Seconds past the nodes' own grace before a lingering node is killed."""
+
+
+METRICS_PREFIX = "tusd-py-api-metrics-"
+
+
+def metrics_dir(base: Path | None = None) -> Path:
+    """A new private directory for this parent's Prometheus samples, on local disk (never
+    the shared data volume: another host's processes may have the same pids), removed at
+    exit. It is named after this parent's pid, and those of this user's parents that are
+    gone (a ``kill -9`` removes nothing) are removed first."""
+    base = base or Path(tempfile.gettempdir())
+    for stale in base.glob(f"{METRICS_PREFIX}*-*"):
+        pid = stale.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and _ours(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def _ours(path: Path) -> bool:
+    info = path.lstat()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 
 
 class ApiNodes:
@@ -69,9 +101,7 @@ class ApiNodes:
         if problem is not None:
             sys.exit(f"tusd-py api: {problem}")
         listeners = [self._listen() for _ in range(self.count)]
-        # On local disk, this parent's alone (never the shared data volume: another host's
-        # processes may have the same pids), removed at exit.
-        shared = Path(tempfile.mkdtemp(prefix="tusd-py-api-metrics-"))
+        shared = metrics_dir()
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
         self.nodes = [
             Child(
