@@ -237,7 +237,8 @@ def _mode(
     for contender in contenders:  # warm-up: first allocations, first connections
         contender(False)
     for turn in range(ROUNDS):  # interleaved, and each round starts with the next one
-        for contender in contenders[turn:] + contenders[:turn]:
+        first = turn % len(contenders)  # more rounds than contenders without the peers
+        for contender in contenders[first:] + contenders[:first]:
             contender(True)
     rate, baseline = median(rates), median(sinks)
     rounds = (
